@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class SynthSummary:
     rows: dict[str, int]
     ceiling: dict[str, dict[str, float]]
     files: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
 
 def validate(n_patients: int, missing: float, mechanism: str) -> None:
@@ -48,7 +50,7 @@ def validate(n_patients: int, missing: float, mechanism: str) -> None:
     if n_patients < MIN_PATIENTS:
         raise InputError(
             f"--patients must be at least {MIN_PATIENTS} (got {n_patients}); "
-            f"pass a patient count such as --patients 2000"
+            f"pass a positive count, e.g. --patients 2000"
         )
     if not 0.0 <= missing < 1.0:
         raise InputError(
@@ -86,6 +88,7 @@ def synthesize(
         zip(_STREAMS, map(np.random.default_rng, np.random.SeedSequence(seed).spawn(len(_STREAMS))), strict=True)
     )
     n = n_patients
+    clock = _Clock()
     n_locations = int(np.clip(n // 40, 10, 200))
 
     # --- draw --------------------------------------------------------------------------
@@ -138,6 +141,7 @@ def synthesize(
     )
     person = ehr.tables["person"]
     person.loc[~present["environment"], "location_id"] = pd.NA
+    clock.lap("draw")
     p_obs, risk_obs = _model.observed_expectation(rng["mc"], latents, present)
     p_true = _model.event_probability(eta)
     ceiling = ceilings(
@@ -148,9 +152,12 @@ def synthesize(
         observed=(p_obs, risk_obs),
     )
 
+    clock.lap("ceilings")
+
     # --- write -------------------------------------------------------------------------
     with atomic_dir(out, overwrite=overwrite) as tmp:
         omop.write_duckdb(tmp / "omop.duckdb", ehr)
+        clock.lap("omop")
         img_rows = np.flatnonzero(present["imaging"])
         img_patients = demo.iloc[img_rows][["patient_id", "birth_date", "male"]].assign(
             row=img_rows,
@@ -159,6 +166,7 @@ def synthesize(
         dicoms = imaging.write_dicoms_parallel(
             tmp / "imaging", seed=seed, patients=img_patients, lesions=lesions.of(img_rows), workers=workers
         )
+        clock.lap("imaging")
         om_rows = np.flatnonzero(present["omics"])
         x, var, members, batch = omics.simulate_expression(rng["omics"], latents, om_rows)
         (tmp / "omics").mkdir()
@@ -170,10 +178,12 @@ def synthesize(
             batch=batch,
             collection_date=index[om_rows] - rng["dates"].integers(0, 15, om_rows.size).astype("timedelta64[D]"),
         )
+        clock.lap("omics")
         (tmp / "environment").mkdir()
         n_exposure_rows = environment.write_exposures(
             tmp / "environment" / "exposures.parquet", exposures, locations["zip"].tolist()
         )
+        clock.lap("environment")
         index_table = pd.DataFrame(
             {
                 "person_id": demo["person_id"],
@@ -205,7 +215,22 @@ def synthesize(
         )
         summary.files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and p.parent.name != "imaging")
         _write_json(tmp / "manifest.json", _manifest(summary))
+        clock.lap("index_truth")
+    summary.seconds = clock.laps
     return summary
+
+
+class _Clock:
+    """Wall time per stage."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 3)
+        self._t = now
 
 
 def _truth_table(

@@ -19,8 +19,8 @@ __all__ = ["Exposures", "exposure_signal", "make_locations", "simulate_exposures
 
 PM25_WINDOW_DAYS = 365
 # Fixed standardisation of the 365-day mean PM2.5 (µg/m³), close to the population's.
-PM25_CENTER = 9.0
-PM25_SCALE = 2.5
+PM25_CENTER = 7.8
+PM25_SCALE = 2.2
 
 
 class Exposures:

@@ -31,8 +31,8 @@ __all__ = [
 IMAGE_SIZE = 128
 PIXEL_SPACING_MM = 2.7
 # Fixed standardisation of log1p(total lesion area / 20 px), close to the population's.
-LESION_CENTER = 2.15
-LESION_SCALE = 0.95
+LESION_CENTER = 2.0
+LESION_SCALE = 1.0
 # Lungs relative to the image centre: (dx, dy, semi-axis x, semi-axis y), before jitter.
 _LUNGS = ((-23.0, -2.0, 17.0, 30.0), (23.0, -2.0, 17.0, 30.0))
 _INSTITUTIONS = ("Riverton General Hospital", "Lakeside Medical Center", "Hillview Clinic")
@@ -134,6 +134,13 @@ def render_slice(rng: np.random.Generator, lesions: list[tuple[float, float, flo
     for dx, dy, ax, ay in _LUNGS:
         inside = ((xx - dx) / (ax + jitter[0])) ** 2 + ((yy - dy) / (ay + jitter[1])) ** 2 <= 1
         img[inside] = -850.0 + lung_tex[inside]
+    # Vessels seen end-on: small bright dots in the lungs, unrelated to disease.
+    for _ in range(int(rng.integers(6, 14))):
+        dx, dy, ax, ay = _LUNGS[int(rng.integers(0, 2))]
+        rho, phi = np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
+        vx, vy = dx + (ax - 3) * rho * np.cos(phi), dy + (ay - 3) * rho * np.sin(phi)
+        vessel = (xx - vx) ** 2 + (yy - vy) ** 2 <= rng.uniform(0.6, 1.6) ** 2
+        img[vessel] = rng.uniform(-200, 0)
     spine = xx**2 + (yy - 30) ** 2 <= (6 + jitter[2]) ** 2
     img[spine] = 650.0 + 60 * jitter[3]
     for x, y, r in lesions:

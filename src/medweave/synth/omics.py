@@ -65,10 +65,10 @@ def simulate_expression(
         score = latents[latent][rows] if latent else rng.normal(0, 1, n)
         idx = [gene_pos[g] for g in members[name]]
         sign = np.where(rng.random(len(idx)) < 0.8, 1.0, -1.0)
-        loading = sign * rng.uniform(0.5, 0.9, len(idx))
+        loading = sign * rng.uniform(0.6, 1.0, len(idx))
         log_x[:, idx] += np.outer(score, loading)
     factors = rng.normal(0, 1, (n, N_BACKGROUND_FACTORS))
-    log_x += factors @ rng.normal(0, 0.35, (N_BACKGROUND_FACTORS, N_GENES))
+    log_x += factors @ rng.normal(0, 0.2, (N_BACKGROUND_FACTORS, N_GENES))
     batch = rng.integers(0, 3, n)
     log_x += rng.normal(0, 0.15, (3, N_GENES))[batch]
     log_x += rng.normal(0, 1, (n, N_GENES)) * noise_sd
