@@ -21,18 +21,21 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["--version"], capsys)
-    assert code == 0 and out.strip() == f"medweave {__version__}"
+    assert code == 0
+    assert out.strip() == f"medweave {__version__}"
 
 
 def test_help_lists_synth(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["--help"], capsys)
-    assert code == 0 and "synth" in out
+    assert code == 0
+    assert "synth" in out
 
 
 def test_installed_entry_point() -> None:
     exe = Path(sys.executable).parent / "medweave"
     done = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=False)
-    assert done.returncode == 0 and __version__ in done.stdout
+    assert done.returncode == 0
+    assert __version__ in done.stdout
 
 
 def test_synth_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,7 +43,9 @@ def test_synth_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         ["synth", "--out", str(tmp_path / "c"), "--patients", "40", "--seed", "2"], capsys
     )
     assert code == 0
-    assert "40 patients" in out and "observed" in out and "imaging" in out
+    assert "40 patients" in out
+    assert "observed" in out
+    assert "imaging" in out
 
 
 @pytest.mark.parametrize(
@@ -57,7 +62,9 @@ def test_bad_input_exits_2_with_one_line(
     code, _, err = run(["synth", "--out", str(tmp_path / "c"), *args], capsys)
     assert code == 2
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and "e.g." in lines[0]
+    assert len(lines) == 1
+    assert needle in lines[0]
+    assert "e.g." in lines[0]
     assert not (tmp_path / "c").exists()
 
 
@@ -67,7 +74,8 @@ def test_non_empty_out_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureFix
     (out / "mine.txt").write_text("keep me")
     code, _, err = run(["synth", "--out", str(out), "--patients", "30"], capsys)
     assert code == 2
-    assert len(err.strip().splitlines()) == 1 and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "--overwrite" in err
     assert (out / "mine.txt").read_text() == "keep me"
 
 
@@ -81,4 +89,6 @@ def test_unexpected_failure_exits_1(
 
     monkeypatch.setattr(cli, "synthesize", boom)
     code, _, err = run(["synth", "--out", str(tmp_path / "c")], capsys)
-    assert code == 1 and "unexpected error" in err and "simulated" in err
+    assert code == 1
+    assert "unexpected error" in err
+    assert "simulated" in err

@@ -76,7 +76,9 @@ def test_omop_concepts_are_standard_and_described(con: duckdb.DuckDBPyConnection
     described = {r[0] for r in con.execute("SELECT concept_id FROM concept").fetchall()}
     assert {r[0] for r in used} <= described
     vocab = dict(con.execute("SELECT concept_id, vocabulary_id FROM concept").fetchall())
-    assert vocab[3020460] == "LOINC" and vocab[255573] == "SNOMED" and vocab[1551099] == "RxNorm"
+    assert vocab[3020460] == "LOINC"
+    assert vocab[255573] == "SNOMED"
+    assert vocab[1551099] == "RxNorm"
     assert set(described) == set(CONCEPTS)
 
 
@@ -115,9 +117,10 @@ def test_omop_history_spans_years_before_index(
 def test_labs_have_units_and_are_sometimes_not_measured(
     con: duckdb.DuckDBPyConnection, index: pd.DataFrame
 ) -> None:
-    assert con.execute("SELECT count(*) FROM measurement WHERE unit_concept_id IS NULL").fetchone()[
-        0
-    ] == 0
+    assert (
+        con.execute("SELECT count(*) FROM measurement WHERE unit_concept_id IS NULL").fetchone()[0]
+        == 0
+    )
     with_crp = con.execute(
         "SELECT count(DISTINCT person_id) FROM measurement WHERE measurement_concept_id = 3020460"
     ).fetchone()[0]
@@ -141,7 +144,8 @@ def test_index_outcomes_are_consistent(index: pd.DataFrame) -> None:
         "time",
         "event",
     ]
-    assert index["person_id"].is_unique and index["patient_id"].is_unique
+    assert index["person_id"].is_unique
+    assert index["patient_id"].is_unique
     assert (index["outcome"] == (index["event"] & (index["time"] <= HORIZON))).all()
     # Everyone is followed over the whole horizon, so the binary outcome is always known.
     assert (index.loc[~index["event"], "time"] >= HORIZON).all()
@@ -157,11 +161,16 @@ def test_dicom_files(cohort_dir: Path, index: pd.DataFrame, truth: pd.DataFrame)
     for path in files[:25]:
         ds = pydicom.dcmread(path)
         px = ds.pixel_array
-        assert px.ndim == 2 and min(px.shape) >= 128
-        assert px.dtype == np.uint16 and ds.BitsAllocated == 16
+        assert px.ndim == 2
+        assert min(px.shape) >= 128
+        assert px.dtype == np.uint16
+        assert ds.BitsAllocated == 16
         assert ds.PatientID in ids
-        assert ds.Modality == "CT" and len(ds.PixelSpacing) == 2
-        assert str(ds.PatientName) and ds.PatientBirthDate and ds.InstitutionName
+        assert ds.Modality == "CT"
+        assert len(ds.PixelSpacing) == 2
+        assert str(ds.PatientName)
+        assert ds.PatientBirthDate
+        assert ds.InstitutionName
         study = pd.Timestamp(ds.StudyDate)
         assert study <= idx.loc[ds.PatientID, "index_date"]
         assert px.std() > 100  # an image with structure, not a constant
@@ -187,7 +196,8 @@ def test_lesions_show_in_pixels(cohort_dir: Path, truth: pd.DataFrame) -> None:
 
 def test_expression_h5ad(cohort_dir: Path, truth: pd.DataFrame) -> None:
     adata = ad.read_h5ad(cohort_dir / "omics" / "expression.h5ad")
-    assert adata.n_vars >= 1000 and adata.n_vars == N_GENES
+    assert adata.n_vars >= 1000
+    assert adata.n_vars == N_GENES
     assert set(adata.obs_names) == set(truth.loc[truth["has_omics"], "patient_id"])
     x = np.asarray(adata.X)
     assert (x > 0).all()
@@ -199,7 +209,8 @@ def test_expression_h5ad(cohort_dir: Path, truth: pd.DataFrame) -> None:
     rng = np.random.default_rng(0)
     other = rng.choice(adata.n_vars, 25, replace=False)
     between = np.abs(np.corrcoef(log_x[:, other].T)[np.triu_indices(25, 1)]).mean()
-    assert within > 0.3 and within > 3 * between
+    assert within > 0.3
+    assert within > 3 * between
     # The module tracks the latent it expresses.
     t = truth.set_index("patient_id").loc[adata.obs_names]
     sign = np.sign(np.corrcoef(log_x[:, pos].T, t["m_prolif"])[-1, :-1])

@@ -108,7 +108,8 @@ def test_overwrite_replaces(tmp_path: Path) -> None:
     out.mkdir()
     (out / "stale.txt").write_text("x")
     synthesize(out, n_patients=30, seed=1, overwrite=True, workers=1)
-    assert not (out / "stale.txt").exists() and (out / "index.parquet").exists()
+    assert not (out / "stale.txt").exists()
+    assert (out / "index.parquet").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["cohort"]
 
 

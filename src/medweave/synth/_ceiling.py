@@ -29,7 +29,10 @@ def ceilings(
 
     def score(pair: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         prob, risk = pair
-        return {"auroc": float(roc_auc_score(outcome, prob)), "c_index": harrell_c(time, risk, event)}
+        return {
+            "auroc": float(roc_auc_score(outcome, prob)),
+            "c_index": harrell_c(time, risk, event),
+        }
 
     return {
         "oracle": score(oracle),

@@ -85,7 +85,11 @@ def synthesize(
     check_output_dir(out, overwrite=overwrite)
     workers = workers or os.cpu_count() or 1
     rng = dict(
-        zip(_STREAMS, map(np.random.default_rng, np.random.SeedSequence(seed).spawn(len(_STREAMS))), strict=True)
+        zip(
+            _STREAMS,
+            map(np.random.default_rng, np.random.SeedSequence(seed).spawn(len(_STREAMS))),
+            strict=True,
+        )
     )
     n = n_patients
     clock = _Clock()
@@ -119,13 +123,24 @@ def synthesize(
     )
     locations = environment.make_locations(rng["env"], n_locations)
     ehr = omop.simulate_ehr(
-        rng["ehr"], demo=demo, locations=locations, s_ehr=latents["s_ehr"], eta=eta, outcomes=outcomes
+        rng["ehr"],
+        demo=demo,
+        locations=locations,
+        s_ehr=latents["s_ehr"],
+        eta=eta,
+        outcomes=outcomes,
     )
     visits = ehr.tables["visit_occurrence"]
     inpatient_before = (
-        visits[(visits["visit_concept_id"] == 9201) & (visits["visit_start_date"] < visits["person_id"].map(
-            dict(zip(demo["person_id"], demo["index_date"], strict=True))
-        ))]
+        visits[
+            (visits["visit_concept_id"] == 9201)
+            & (
+                visits["visit_start_date"]
+                < visits["person_id"].map(
+                    dict(zip(demo["person_id"], demo["index_date"], strict=True))
+                )
+            )
+        ]
         .groupby("person_id")
         .size()
         .reindex(demo["person_id"], fill_value=0)
@@ -161,10 +176,15 @@ def synthesize(
         img_rows = np.flatnonzero(present["imaging"])
         img_patients = demo.iloc[img_rows][["patient_id", "birth_date", "male"]].assign(
             row=img_rows,
-            study_date=index[img_rows] - rng["dates"].integers(0, 61, img_rows.size).astype("timedelta64[D]"),
+            study_date=index[img_rows]
+            - rng["dates"].integers(0, 61, img_rows.size).astype("timedelta64[D]"),
         )
         dicoms = imaging.write_dicoms_parallel(
-            tmp / "imaging", seed=seed, patients=img_patients, lesions=lesions.of(img_rows), workers=workers
+            tmp / "imaging",
+            seed=seed,
+            patients=img_patients,
+            lesions=lesions.of(img_rows),
+            workers=workers,
         )
         clock.lap("imaging")
         om_rows = np.flatnonzero(present["omics"])
@@ -176,7 +196,8 @@ def synthesize(
             var=var,
             patient_ids=demo["patient_id"].iloc[om_rows].tolist(),
             batch=batch,
-            collection_date=index[om_rows] - rng["dates"].integers(0, 15, om_rows.size).astype("timedelta64[D]"),
+            collection_date=index[om_rows]
+            - rng["dates"].integers(0, 15, om_rows.size).astype("timedelta64[D]"),
         )
         clock.lap("omics")
         (tmp / "environment").mkdir()
@@ -195,7 +216,9 @@ def synthesize(
             }
         )
         index_table.to_parquet(tmp / "index.parquet", index=False)
-        truth = _truth_table(demo, latents, lesions, pm25_mean, eta, p_true, p_obs, risk_obs, present)
+        truth = _truth_table(
+            demo, latents, lesions, pm25_mean, eta, p_true, p_obs, risk_obs, present
+        )
         (tmp / "truth").mkdir()
         truth.to_parquet(tmp / "truth" / "patients.parquet", index=False)
         _write_json(tmp / "truth" / "signal.json", _signal_description(members))
@@ -213,7 +236,11 @@ def synthesize(
             rows={**ehr.row_counts(), "dicom_files": len(dicoms), "exposure_rows": n_exposure_rows},
             ceiling={k: v for k, v in ceiling.items() if k in ("oracle", "observed")},
         )
-        summary.files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and p.parent.name != "imaging")
+        summary.files = sorted(
+            str(p.relative_to(tmp))
+            for p in tmp.rglob("*")
+            if p.is_file() and p.parent.name != "imaging"
+        )
         _write_json(tmp / "manifest.json", _manifest(summary))
         clock.lap("index_truth")
     summary.seconds = clock.laps
@@ -245,7 +272,17 @@ def _truth_table(
     present: dict[str, np.ndarray],
 ) -> pd.DataFrame:
     table = pd.DataFrame({"person_id": demo["person_id"], "patient_id": demo["patient_id"]})
-    for name in ("age_z", "male", "s_ehr", "img", "m_prolif", "m_inflam", "m_epithelial", "m_stromal", "env"):
+    for name in (
+        "age_z",
+        "male",
+        "s_ehr",
+        "img",
+        "m_prolif",
+        "m_inflam",
+        "m_epithelial",
+        "m_stromal",
+        "env",
+    ):
         table[name] = latents[name]
     table["subtype"] = pd.Categorical(np.array(["S1", "S2", "S3"])[latents["subtype"]])
     table["lesion_count"] = lesions.count
@@ -279,7 +316,8 @@ def _signal_description(members: dict[str, list[str]]) -> dict[str, Any]:
             "ehr": {
                 "latents": ["age_z", "male", "s_ehr"],
                 "concepts_carrying_s_ehr": omop.EHR_SIGNAL_CONCEPTS,
-                "leakage_bait": "post-index pneumonia, prednisone, CRP and white cells track risk_true",
+                "leakage_bait": "after the index date, pneumonia, prednisone, CRP and white "
+                "cells track risk_true",
             },
             "imaging": {
                 "latents": ["img"],

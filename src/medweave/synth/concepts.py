@@ -23,7 +23,13 @@ CONCEPTS: dict[int, tuple[str, str, str, str, str]] = {
     9203: ("Emergency Room Visit", "Visit", "Visit", "Visit", "ER"),
     32817: ("EHR", "Type Concept", "Type Concept", "Type Concept", "OMOP4976890"),
     # Conditions (SNOMED)
-    255573: ("Chronic obstructive lung disease", "Condition", "SNOMED", "Clinical Finding", "13645005"),
+    255573: (
+        "Chronic obstructive lung disease",
+        "Condition",
+        "SNOMED",
+        "Clinical Finding",
+        "13645005",
+    ),
     320128: ("Essential hypertension", "Condition", "SNOMED", "Clinical Finding", "59621000"),
     201826: ("Type 2 diabetes mellitus", "Condition", "SNOMED", "Clinical Finding", "44054006"),
     432867: ("Hyperlipidemia", "Condition", "SNOMED", "Clinical Finding", "55822004"),
@@ -71,7 +77,13 @@ CONCEPTS: dict[int, tuple[str, str, str, str, str]] = {
     ),
     3004249: ("Systolic blood pressure", "Measurement", "LOINC", "Clinical Observation", "8480-6"),
     3012888: ("Diastolic blood pressure", "Measurement", "LOINC", "Clinical Observation", "8462-4"),
-    3038553: ("Body mass index (BMI) [Ratio]", "Measurement", "LOINC", "Clinical Observation", "39156-5"),
+    3038553: (
+        "Body mass index (BMI) [Ratio]",
+        "Measurement",
+        "LOINC",
+        "Clinical Observation",
+        "39156-5",
+    ),
     # Units (UCUM)
     8751: ("milligram per liter", "Unit", "UCUM", "Unit", "mg/L"),
     8848: ("thousand per microliter", "Unit", "UCUM", "Unit", "10*3/uL"),

@@ -203,13 +203,16 @@ def write_dicoms(
     folder.mkdir(parents=True, exist_ok=True)
     ds = _dicom_template()
     names: list[str] = []
-    for k, rec in enumerate(patients.itertuples(index=False)):
-        row = int(rec.row)
+    rows = patients["row"].to_numpy()
+    ids = patients["patient_id"].astype(str).tolist()
+    births = pd.to_datetime(patients["birth_date"]).dt.strftime("%Y%m%d").tolist()
+    studies = pd.to_datetime(patients["study_date"]).dt.strftime("%Y%m%d").tolist()
+    males = patients["male"].to_numpy(dtype=bool)
+    for k, row in enumerate(rows.tolist()):
         rng = np.random.default_rng([seed, 0x1A6E, row])
         hu = render_slice(rng, [(float(x), float(y), float(r)) for x, y, r in lesions[k]])
         stored = np.clip(np.round(hu + 1024.0), 0, 4095).astype(np.uint16)
-        pid = str(rec.patient_id)
-        study_date = pd.Timestamp(rec.study_date).strftime("%Y%m%d")
+        pid = ids[k]
         uid = generate_uid(entropy_srcs=[str(seed), pid, "instance"])
         ds.file_meta.MediaStorageSOPInstanceUID = uid
         ds.SOPInstanceUID = uid
@@ -218,12 +221,12 @@ def write_dicoms(
         ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[str(seed), pid, "frame"])
         ds.PatientID = pid
         ds.PatientName = f"{_LAST[rng.integers(len(_LAST))]}^{_FIRST[rng.integers(len(_FIRST))]}"
-        ds.PatientBirthDate = pd.Timestamp(rec.birth_date).strftime("%Y%m%d")
-        ds.PatientSex = "M" if rec.male else "F"
+        ds.PatientBirthDate = births[k]
+        ds.PatientSex = "M" if males[k] else "F"
         ds.InstitutionName = _INSTITUTIONS[int(rng.integers(len(_INSTITUTIONS)))]
         ds.AccessionNumber = f"ACC{row + 1:08d}"
         ds.StudyID = f"{row + 1}"
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = studies[k]
         ds.StudyTime = ds.SeriesTime = ds.ContentTime = "093000"
         ds.PixelData = stored.tobytes()
         name = f"{pid}.dcm"

@@ -39,7 +39,9 @@ def gene_table(rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, list[s
     order = rng.permutation(N_GENES)
     members: dict[str, list[str]] = {}
     for k, name in enumerate(MODULES):
-        members[name] = [ids[j] for j in sorted(order[k * GENES_PER_MODULE : (k + 1) * GENES_PER_MODULE])]
+        members[name] = [
+            ids[j] for j in sorted(order[k * GENES_PER_MODULE : (k + 1) * GENES_PER_MODULE])
+        ]
     var = pd.DataFrame({"gene_symbol": symbols}, index=pd.Index(ids, name="gene_id"))
     return var, members
 

@@ -213,7 +213,9 @@ def _days(x: np.ndarray) -> np.ndarray:
     return x.astype("timedelta64[D]")
 
 
-def _pick(rng: np.random.Generator, start: np.ndarray, size: np.ndarray, owner: np.ndarray) -> np.ndarray:
+def _pick(
+    rng: np.random.Generator, start: np.ndarray, size: np.ndarray, owner: np.ndarray
+) -> np.ndarray:
     """For each event of ``owner``, a random position in that owner's block [start, start+size)."""
     return start[owner] + np.floor(rng.random(owner.size) * size[owner]).astype(np.int64)
 
@@ -268,7 +270,13 @@ def simulate_ehr(
     offset[terminal] = time[event] - los[terminal]
     # Sort each patient's visits by date so phases stay contiguous (pre < index < post).
     order = np.lexsort((offset, owner))
-    owner, phase, kind, offset, los = owner[order], phase[order], kind[order], offset[order], los[order]
+    owner, phase, kind, offset, los = (
+        owner[order],
+        phase[order],
+        kind[order],
+        offset[order],
+        los[order],
+    )
     v_start = index[owner] + _days(offset)
     v_end = v_start + _days(los)
     visit_id = np.arange(1, owner.size + 1, dtype=np.int64)
@@ -401,9 +409,7 @@ def simulate_ehr(
         }
     )
     first_visit = v_start[start]
-    obs_start = np.minimum(
-        index - _days(LOOKBACK_DAYS + rng.integers(0, 366, n)), first_visit
-    )
+    obs_start = np.minimum(index - _days(LOOKBACK_DAYS + rng.integers(0, 366, n)), first_visit)
     end = index + _days(time)
     observation_period = pd.DataFrame(
         {
