@@ -16,7 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from medweave import __version__
+from medweave._atomic import check_output_dir
+from medweave.cohort import Cohort
+from medweave.cohort import build as build_cohort_from_yaml
 from medweave.errors import InputError
+from medweave.sources import available as available_sources
 from medweave.synth import SynthSummary, synthesize
 
 app = typer.Typer(
@@ -73,6 +77,49 @@ def synth(
             overwrite=overwrite,
         )
     print_summary(summary)
+
+
+@app.command()
+def build(
+    config: Annotated[Path, typer.Argument(help="cohort.yaml to build from.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the cohort into.")],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")
+    ] = False,
+) -> None:
+    """Build a patient-level cohort from the sources in cohort.yaml, with its audit."""
+    check_output_dir(out, overwrite=overwrite)
+    with console.status(f"Building the cohort from {config}..."):
+        cohort = build_cohort_from_yaml(config)
+        cohort.save(out, overwrite=overwrite)
+    print_flow(cohort)
+    console.print(f"Cohort written to {out} (audit: {out / 'audit.json'})")
+
+
+@app.command(name="list")
+def list_components() -> None:
+    """List what a config may name: source types (and, later, encoders, fusions, tasks)."""
+    for name, description in available_sources().items():
+        print(f"source  {name:18s} {description}")
+
+
+def print_flow(cohort: Cohort) -> None:
+    """The cohort-flow table: rows read, used and excluded per source; patients per modality."""
+    flow = cohort.audit.flow
+    console.print(
+        f"[bold]Cohort flow[/bold]: {flow.get('input_patients', cohort.n)} input patients -> "
+        f"{cohort.n} in the cohort"
+    )
+    for reason, count in flow.get("excluded", {}).items():
+        console.print(f"  excluded: {count} ({reason})")
+    table = Table(title="Sources", title_justify="left")
+    for col in ("source", "rows read", "rows used", "rows excluded (reason)", "patients"):
+        table.add_column(col, justify="left" if col.startswith(("source", "rows ex")) else "right")
+    for name, src in cohort.audit.sources.items():
+        excluded = ", ".join(f"{v:,} {k}" for k, v in sorted(src.excluded.items())) or "-"
+        present = f"{src.patients}/{cohort.n}" if name in cohort.modalities else "-"
+        table.add_row(name, f"{src.rows_read:,}", f"{src.rows_used:,}", excluded, present)
+    console.print(table)
 
 
 def print_summary(summary: SynthSummary) -> None:

@@ -23,6 +23,37 @@ __all__ = ["MECHANISMS", "SynthSummary", "synthesize"]
 MECHANISMS = ("mcar", "mar", "mnar")
 MIN_PATIENTS = 20
 DATA_CUTOFF = np.datetime64("2025-06-30")
+#: The ready-made `medweave build` config for a synthetic folder (paths relative to it).
+COHORT_YAML = f"""\
+# medweave build cohort.yaml --out DIR   (written by medweave synth)
+name: synthetic-copd
+lookback_days: {_model.LOOKBACK_DAYS}
+index:
+  rule: column
+  table: index.parquet
+  id_column: patient_id
+  date_column: index_date
+outcome:
+  binary: {{column: outcome}}
+  survival: {{time_column: time, event_column: event}}
+sources:
+  - name: ehr
+    type: omop
+    database: omop.duckdb
+  - name: imaging
+    type: dicom
+    path: imaging
+  - name: omics
+    type: h5ad
+    path: omics/expression.h5ad
+    date_key: collection_date
+  - name: environment
+    type: exposures
+    path: environment/exposures.parquet
+    omop: omop.duckdb
+    windows_days: [30, 365]
+    thresholds: {{pm25: 12.0, temperature: 30.0}}
+"""
 _STREAMS = ("demo", "env", "latent", "lesion", "outcome", "missing", "ehr", "omics", "dates", "mc")
 
 
@@ -223,6 +254,7 @@ def synthesize(
         truth.to_parquet(tmp / "truth" / "patients.parquet", index=False)
         _write_json(tmp / "truth" / "signal.json", _signal_description(members))
         _write_json(tmp / "truth" / "ceiling.json", ceiling)
+        (tmp / "cohort.yaml").write_text(COHORT_YAML)
         summary = SynthSummary(
             out=out,
             n_patients=n,

@@ -1,0 +1,197 @@
+"""Build a Cohort from ``cohort.yaml``: patients and index dates, outcomes, then each source."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medweave.cohort._audit import Audit
+from medweave.cohort._cohort import Cohort
+from medweave.config import CohortConfig, IndexRule, OutcomeSpec, load_cohort_config
+from medweave.errors import InputError
+from medweave.sources import ReadContext
+from medweave.sources import get as get_source
+from medweave.sources._io import data_row, parse_dates, read_frame, require_columns
+
+__all__ = ["build", "build_cohort"]
+
+
+def build(config_path: str | os.PathLike[str]) -> Cohort:
+    """Read ``cohort.yaml`` and build the cohort (paths relative to the YAML's folder)."""
+    path = Path(config_path)
+    config = load_cohort_config(path)
+    return build_cohort(config, base_dir=path.resolve().parent)
+
+
+def build_cohort(config: CohortConfig, *, base_dir: Path) -> Cohort:
+    """Patients and index dates, outcomes, then one block per source, with the audit."""
+    audit = Audit()
+    index = resolve_index(config.index, base_dir=base_dir, audit=audit)
+    patients = attach_outcomes(index, config.outcome, rule=config.index, base_dir=base_dir, audit=audit)
+    cohort = Cohort(patients, audit=audit, meta={"name": config.name, "lookback_days": config.lookback_days})
+    ctx = ReadContext(
+        index=cohort.patients[["patient_id", "index_date"]].copy(),
+        lookback_days=config.lookback_days,
+        audit=audit,
+        base_dir=base_dir,
+    )
+    for spec in config.sources:
+        reader, _ = get_source(spec.type)
+        block = reader(spec, ctx)
+        src = audit.source(spec.name)
+        if src.rows_read > 0 and not block.present.any():
+            example = block.meta.get("example_source_id")
+            hint = f" (the source's ids look like {example!r})" if example else ""
+            raise InputError(
+                f"source {spec.name!r}: none of its patients match the cohort's patient ids "
+                f"(which look like {cohort.ids[0]!r}){hint}; check the id column or id type"
+            )
+        cohort.add(block)
+        src.patients = int(cohort.modalities[spec.name].present.sum())
+        audit.missing(spec.name, "no data for patient", cohort.n - src.patients)
+    reasons = pd.Series(list(audit.excluded_patients.values()), dtype=str)
+    audit.flow = {
+        # Index rows (or OMOP persons) plus patients seen only in a source.
+        "input_patients": audit.source("index").rows_read
+        + int(reasons.str.startswith("not in the index").sum()),
+        "excluded": {str(k): int(v) for k, v in reasons.value_counts().items()},
+        "cohort_patients": cohort.n,
+        "modalities_present": {k: int(b.present.sum()) for k, b in cohort.modalities.items()},
+    }
+    return cohort
+
+
+def resolve_index(rule: IndexRule, *, base_dir: Path, audit: Audit) -> pd.DataFrame:
+    """One row per patient: ``patient_id`` (str) and ``index_date``."""
+    if rule.rule == "first_occurrence":
+        from medweave.sources.ehr_sql import first_occurrence, open_engine
+
+        engine = open_engine(database=rule.database, url=rule.url, schema=rule.schema_name,
+                             base_dir=base_dir, id_column=rule.id_source)
+        try:
+            persons, first = first_occurrence(engine, [str(c) for c in rule.concepts or []])
+        finally:
+            engine.close()
+        audit.read("index", len(persons))
+        without = sorted(set(persons) - set(first["patient_id"]))
+        for pid in without:
+            audit.exclude_patient(pid, "no record of the index concepts")
+        audit.used("index", len(first))
+        return first.reset_index(drop=True)
+
+    path = base_dir / str(rule.table)
+    table = read_frame(path, what="index table")
+    audit.read("index", len(table))
+    columns = [rule.id_column] + ([rule.date_column] if rule.rule == "column" else [])
+    require_columns(table, columns, path=path, key="index.id_column / index.date_column")
+    ids = table[rule.id_column]
+    if ids.isna().any():
+        pos = int(ids.isna().to_numpy().nonzero()[0][0])
+        raise InputError(f"{path} {data_row(path, pos)}: {rule.id_column} is empty; every row needs an id")
+    ids = ids.astype(str)
+    dup = ids.duplicated()
+    if dup.any():
+        pos = int(dup.to_numpy().nonzero()[0][0])
+        raise InputError(
+            f"{path} {data_row(path, pos)}: patient id {ids.iloc[pos]!r} appears more than once; "
+            "the index table needs one row per patient"
+        )
+    if rule.rule == "fixed":
+        dates = pd.Series(pd.Timestamp(rule.date), index=table.index)
+    else:
+        dates = parse_dates(
+            table[rule.date_column],
+            path=path,
+            column=rule.date_column,
+            allow_missing=rule.missing_date == "exclude",
+        )
+    keep = dates.notna()
+    for pid in ids[~keep]:
+        audit.exclude_patient(pid, "missing index date")
+    audit.exclude_rows("index", "missing_index_date", int((~keep).sum()))
+    audit.used("index", int(keep.sum()))
+    return pd.DataFrame({"patient_id": ids[keep].to_numpy(), "index_date": dates[keep].to_numpy()})
+
+
+def attach_outcomes(
+    index: pd.DataFrame, spec: OutcomeSpec, *, rule: IndexRule, base_dir: Path, audit: Audit
+) -> pd.DataFrame:
+    """Add ``outcome`` (binary) and/or ``time``/``event`` (survival) to the index table."""
+    patients = index.copy()
+    columns: dict[str, str] = {}
+    if spec.binary is not None and spec.binary.column:
+        columns["outcome"] = spec.binary.column
+    if spec.survival is not None and spec.survival.time_column:
+        columns["time"] = spec.survival.time_column
+        columns["event"] = str(spec.survival.event_column)
+    if columns:
+        table_name = spec.table or rule.table
+        if table_name is None:
+            raise InputError("outcome.table: outcome columns need a table; name one")
+        path = base_dir / table_name
+        table = read_frame(path, what="outcome table")
+        id_col = rule.id_column
+        require_columns(table, [id_col, *columns.values()], path=path, key="outcome")
+        table = table.assign(**{id_col: table[id_col].astype(str)}).set_index(id_col)
+        missing = ~patients["patient_id"].isin(table.index)
+        for pid in patients.loc[missing, "patient_id"]:
+            audit.exclude_patient(pid, "no outcome")
+        patients = patients[~missing].reset_index(drop=True)
+        rows = table.loc[patients["patient_id"]]
+        for name, col in columns.items():
+            values = pd.to_numeric(rows[col], errors="coerce")
+            bad = values.isna() if name == "time" else ~values.isin([0, 1])
+            if name == "time":
+                bad |= values < 0
+            if bad.any():
+                pos = int(np.flatnonzero(bad.to_numpy())[0])
+                raise InputError(
+                    f"{path}: patient {rows.index[pos]!r}: {col} = {rows[col].iloc[pos]!r}; "
+                    + ("expected days >= 0" if name == "time" else "expected 0/1 or true/false")
+                )
+            patients[name] = values.to_numpy().astype(float if name == "time" else bool)
+    events_needed = (spec.binary is not None and not spec.binary.column) or (
+        spec.survival is not None and not spec.survival.time_column
+    )
+    if events_needed:
+        patients = _outcomes_from_events(patients, spec, rule=rule, base_dir=base_dir)
+    return patients
+
+
+def _outcomes_from_events(
+    patients: pd.DataFrame, spec: OutcomeSpec, *, rule: IndexRule, base_dir: Path
+) -> pd.DataFrame:
+    from medweave.sources.ehr_sql import open_engine, outcome_from_events
+
+    if rule.database is None and rule.url is None:
+        raise InputError(
+            "outcome: an outcome from concepts/death needs the OMOP database; set index.database "
+            "or index.url"
+        )
+    engine = open_engine(database=rule.database, url=rule.url, schema=rule.schema_name,
+                         base_dir=base_dir, id_column=rule.id_source)
+    try:
+        if spec.binary is not None and not spec.binary.column:
+            got = outcome_from_events(
+                engine,
+                patients[["patient_id", "index_date"]],
+                concepts=[str(c) for c in spec.binary.concepts or []],
+                death=spec.binary.death,
+                horizon_days=spec.binary.horizon_days,
+            )
+            patients = patients.merge(got[["patient_id", "outcome"]], on="patient_id", how="left")
+        if spec.survival is not None and not spec.survival.time_column:
+            got = outcome_from_events(
+                engine,
+                patients[["patient_id", "index_date"]],
+                concepts=[str(c) for c in spec.survival.concepts or []],
+                death=spec.survival.death,
+                horizon_days=None,
+            )
+            patients = patients.merge(got[["patient_id", "time", "event"]], on="patient_id", how="left")
+    finally:
+        engine.close()
+    return patients

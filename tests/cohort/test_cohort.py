@@ -1,0 +1,109 @@
+"""Cohort and ModalityBlock: alignment at the door, presence masks, save/load, MuData."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medweave.cohort import Audit, Cohort, ModalityBlock
+from medweave.errors import InputError
+
+
+def _patients(n: int = 5) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "patient_id": [f"p{i}" for i in range(n)],
+            "index_date": pd.date_range("2020-01-01", periods=n),
+            "outcome": [i % 2 == 0 for i in range(n)],
+        }
+    )
+
+
+def _block(ids: list[str], p: int = 3, name: str = "labs") -> ModalityBlock:
+    x = np.arange(len(ids) * p, dtype=float).reshape(len(ids), p)
+    names = [f"{name}_{j}" for j in range(p)]
+    return ModalityBlock(name=name, kind="tabular", ids=ids, x=x, feature_names=names)
+
+
+def test_block_is_aligned_with_presence_mask() -> None:
+    cohort = Cohort(_patients(), modalities={"labs": _block(["p3", "p1"])})
+    block = cohort.modalities["labs"]
+    assert block.ids == cohort.ids
+    assert block.present.tolist() == [False, True, False, True, False]
+    assert np.isnan(block.x[0]).all()  # absent rows are NaN, never zeros pretending to be data
+    np.testing.assert_array_equal(block.x[3], [0, 1, 2])
+    assert cohort.presence().loc["p1", "labs"]
+
+
+def test_block_with_unknown_ids_is_an_error_naming_it() -> None:
+    with pytest.raises(InputError, match=r"block 'labs'.*'zz'.*5 patients"):
+        Cohort(_patients(), modalities={"labs": _block(["p1", "zz"])})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"x": np.zeros((3, 2))}, r"x has shape \(3, 2\), expected \(2, p\)"),
+        ({"feature_names": ["a"]}, "2 columns but 1 feature names"),
+        ({"ids": ["a", "a"]}, "'a' appears more than once"),
+        ({"kind": "video"}, "kind 'video'"),
+        ({"present": np.ones(3, bool)}, r"present has shape \(3,\)"),
+    ],
+)
+def test_block_validates_at_the_door(kwargs: dict, match: str) -> None:
+    args = {"name": "b", "kind": "tabular", "ids": ["a", "b"], "x": np.zeros((2, 2)),
+            "feature_names": ["f", "g"], **kwargs}
+    with pytest.raises(InputError, match=match):
+        ModalityBlock(**args)
+
+
+def test_duplicate_patients_rejected() -> None:
+    patients = _patients()
+    patients.loc[4, "patient_id"] = "p0"
+    with pytest.raises(InputError, match="'p0' appears more than once"):
+        Cohort(patients)
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    audit = Audit()
+    audit.read("labs", 10)
+    audit.exclude_rows("labs", "after_index", 3)
+    images = ModalityBlock(
+        name="ct", kind="image", ids=["p0", "p2"], x=np.zeros((2, 0)), feature_names=[],
+        paths=["a.dcm", "b.dcm"],
+    )
+    cohort = Cohort(_patients(), modalities={"labs": _block(["p1", "p2"]), "ct": images}, audit=audit)
+    cohort.save(tmp_path / "c")
+    back = Cohort.load(tmp_path / "c")
+    pd.testing.assert_frame_equal(back.patients, cohort.patients)
+    for name in ("labs", "ct"):
+        a, b = cohort.modalities[name], back.modalities[name]
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.present, b.present)
+        assert a.feature_names == b.feature_names and a.kind == b.kind
+    assert back.modalities["ct"].paths == ["a.dcm", None, "b.dcm", None, None]
+    assert back.audit.to_dict() == cohort.audit.to_dict()
+
+
+def test_load_rejects_other_folders(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a medweave cohort folder"):
+        Cohort.load(tmp_path)
+
+
+def test_mudata_round_trip() -> None:
+    cohort = Cohort(_patients(), modalities={"labs": _block(["p1", "p2", "p4"]),
+                                              "genes": _block(["p0", "p1", "p2", "p3", "p4"], p=4, name="genes")})
+    mdata = cohort.to_mudata()
+    assert mdata.mod["labs"].n_obs == 3  # only patients who have the modality
+    assert mdata.n_obs == 5
+    assert mdata.obsm["labs"].sum() == 3  # MuData's presence map
+    back = Cohort.from_mudata(mdata)
+    assert back.ids == cohort.ids
+    np.testing.assert_array_equal(back.modalities["labs"].present, cohort.modalities["labs"].present)
+    np.testing.assert_array_equal(
+        np.nan_to_num(back.modalities["labs"].x, nan=-1), np.nan_to_num(cohort.modalities["labs"].x, nan=-1)
+    )
+    assert back.patients["outcome"].tolist() == cohort.patients["outcome"].tolist()
