@@ -104,9 +104,7 @@ class SurvivalOutcome(_Strict):
         from_columns = self.time_column is not None or self.event_column is not None
         from_events = bool(self.concepts) or self.death
         if from_columns == from_events:
-            raise ValueError(
-                "give either 'time_column' and 'event_column', or 'concepts'/'death'"
-            )
+            raise ValueError("give either 'time_column' and 'event_column', or 'concepts'/'death'")
         if from_columns and (self.time_column is None or self.event_column is None):
             raise ValueError("survival needs both 'time_column' and 'event_column'")
         return self
@@ -165,15 +163,15 @@ def validate_model(model: type[BaseModel], data: Any, *, where: str = "") -> Any
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # A misspelt key also makes the intended key "missing": report the misspelling.
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(err["loc"])
         key = _describe(loc)
         prefix = f"{where}.{key}" if where and key else (where or key)
         if err["type"] == "extra_forbidden":
             owner = _model_at(model, loc)
-            valid = sorted(
-                (f.alias or n) for n, f in (owner.model_fields.items() if owner else [])
-            )
+            valid = sorted((f.alias or n) for n, f in (owner.model_fields.items() if owner else []))
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
             raise InputError(f"{prefix}: unknown key; {hint}") from None

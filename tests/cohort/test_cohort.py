@@ -54,8 +54,14 @@ def test_block_with_unknown_ids_is_an_error_naming_it() -> None:
     ],
 )
 def test_block_validates_at_the_door(kwargs: dict, match: str) -> None:
-    args = {"name": "b", "kind": "tabular", "ids": ["a", "b"], "x": np.zeros((2, 2)),
-            "feature_names": ["f", "g"], **kwargs}
+    args = {
+        "name": "b",
+        "kind": "tabular",
+        "ids": ["a", "b"],
+        "x": np.zeros((2, 2)),
+        "feature_names": ["f", "g"],
+        **kwargs,
+    }
     with pytest.raises(InputError, match=match):
         ModalityBlock(**args)
 
@@ -72,10 +78,16 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     audit.read("labs", 10)
     audit.exclude_rows("labs", "after_index", 3)
     images = ModalityBlock(
-        name="ct", kind="image", ids=["p0", "p2"], x=np.zeros((2, 0)), feature_names=[],
+        name="ct",
+        kind="image",
+        ids=["p0", "p2"],
+        x=np.zeros((2, 0)),
+        feature_names=[],
         paths=["a.dcm", "b.dcm"],
     )
-    cohort = Cohort(_patients(), modalities={"labs": _block(["p1", "p2"]), "ct": images}, audit=audit)
+    cohort = Cohort(
+        _patients(), modalities={"labs": _block(["p1", "p2"]), "ct": images}, audit=audit
+    )
     cohort.save(tmp_path / "c")
     back = Cohort.load(tmp_path / "c")
     pd.testing.assert_frame_equal(back.patients, cohort.patients)
@@ -94,16 +106,24 @@ def test_load_rejects_other_folders(tmp_path: Path) -> None:
 
 
 def test_mudata_round_trip() -> None:
-    cohort = Cohort(_patients(), modalities={"labs": _block(["p1", "p2", "p4"]),
-                                              "genes": _block(["p0", "p1", "p2", "p3", "p4"], p=4, name="genes")})
+    cohort = Cohort(
+        _patients(),
+        modalities={
+            "labs": _block(["p1", "p2", "p4"]),
+            "genes": _block(["p0", "p1", "p2", "p3", "p4"], p=4, name="genes"),
+        },
+    )
     mdata = cohort.to_mudata()
     assert mdata.mod["labs"].n_obs == 3  # only patients who have the modality
     assert mdata.n_obs == 5
     assert mdata.obsm["labs"].sum() == 3  # MuData's presence map
     back = Cohort.from_mudata(mdata)
     assert back.ids == cohort.ids
-    np.testing.assert_array_equal(back.modalities["labs"].present, cohort.modalities["labs"].present)
     np.testing.assert_array_equal(
-        np.nan_to_num(back.modalities["labs"].x, nan=-1), np.nan_to_num(cohort.modalities["labs"].x, nan=-1)
+        back.modalities["labs"].present, cohort.modalities["labs"].present
+    )
+    np.testing.assert_array_equal(
+        np.nan_to_num(back.modalities["labs"].x, nan=-1),
+        np.nan_to_num(cohort.modalities["labs"].x, nan=-1),
     )
     assert back.patients["outcome"].tolist() == cohort.patients["outcome"].tolist()

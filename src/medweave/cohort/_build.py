@@ -30,8 +30,12 @@ def build_cohort(config: CohortConfig, *, base_dir: Path) -> Cohort:
     """Patients and index dates, outcomes, then one block per source, with the audit."""
     audit = Audit()
     index = resolve_index(config.index, base_dir=base_dir, audit=audit)
-    patients = attach_outcomes(index, config.outcome, rule=config.index, base_dir=base_dir, audit=audit)
-    cohort = Cohort(patients, audit=audit, meta={"name": config.name, "lookback_days": config.lookback_days})
+    patients = attach_outcomes(
+        index, config.outcome, rule=config.index, base_dir=base_dir, audit=audit
+    )
+    cohort = Cohort(
+        patients, audit=audit, meta={"name": config.name, "lookback_days": config.lookback_days}
+    )
     ctx = ReadContext(
         index=cohort.patients[["patient_id", "index_date"]].copy(),
         lookback_days=config.lookback_days,
@@ -51,7 +55,8 @@ def build_cohort(config: CohortConfig, *, base_dir: Path) -> Cohort:
             )
         cohort.add(block)
         src.patients = int(cohort.modalities[spec.name].present.sum())
-        audit.missing(spec.name, "no data for patient", cohort.n - src.patients)
+        explained = sum(src.patients_missing.values())
+        audit.missing(spec.name, "no data for patient", cohort.n - src.patients - explained)
     reasons = pd.Series(list(audit.excluded_patients.values()), dtype=str)
     audit.flow = {
         # Index rows (or OMOP persons) plus patients seen only in a source.
@@ -69,8 +74,13 @@ def resolve_index(rule: IndexRule, *, base_dir: Path, audit: Audit) -> pd.DataFr
     if rule.rule == "first_occurrence":
         from medweave.sources.ehr_sql import first_occurrence, open_engine
 
-        engine = open_engine(database=rule.database, url=rule.url, schema=rule.schema_name,
-                             base_dir=base_dir, id_column=rule.id_source)
+        engine = open_engine(
+            database=rule.database,
+            url=rule.url,
+            schema=rule.schema_name,
+            base_dir=base_dir,
+            id_column=rule.id_source,
+        )
         try:
             persons, first = first_occurrence(engine, [str(c) for c in rule.concepts or []])
         finally:
@@ -90,7 +100,9 @@ def resolve_index(rule: IndexRule, *, base_dir: Path, audit: Audit) -> pd.DataFr
     ids = table[rule.id_column]
     if ids.isna().any():
         pos = int(ids.isna().to_numpy().nonzero()[0][0])
-        raise InputError(f"{path} {data_row(path, pos)}: {rule.id_column} is empty; every row needs an id")
+        raise InputError(
+            f"{path} {data_row(path, pos)}: {rule.id_column} is empty; every row needs an id"
+        )
     ids = ids.astype(str)
     dup = ids.duplicated()
     if dup.any():
@@ -171,8 +183,13 @@ def _outcomes_from_events(
             "outcome: an outcome from concepts/death needs the OMOP database; set index.database "
             "or index.url"
         )
-    engine = open_engine(database=rule.database, url=rule.url, schema=rule.schema_name,
-                         base_dir=base_dir, id_column=rule.id_source)
+    engine = open_engine(
+        database=rule.database,
+        url=rule.url,
+        schema=rule.schema_name,
+        base_dir=base_dir,
+        id_column=rule.id_source,
+    )
     try:
         if spec.binary is not None and not spec.binary.column:
             got = outcome_from_events(
@@ -191,7 +208,9 @@ def _outcomes_from_events(
                 death=spec.survival.death,
                 horizon_days=None,
             )
-            patients = patients.merge(got[["patient_id", "time", "event"]], on="patient_id", how="left")
+            patients = patients.merge(
+                got[["patient_id", "time", "event"]], on="patient_id", how="left"
+            )
     finally:
         engine.close()
     return patients

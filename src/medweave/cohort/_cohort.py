@@ -69,18 +69,16 @@ class Cohort:
         return self.n
 
     def __repr__(self) -> str:
-        mods = ", ".join(f"{k}: {int(b.present.sum())}/{self.n}" for k, b in self.modalities.items())
+        mods = ", ".join(
+            f"{k}: {int(b.present.sum())}/{self.n}" for k, b in self.modalities.items()
+        )
         return f"Cohort({self.n} patients; {mods})"
 
     def add(self, block: ModalityBlock) -> None:
         """Align ``block`` onto the cohort's patients and add it under ``block.name``."""
         if block.name in self.modalities:
             raise InputError(f"modality {block.name!r} is already in the cohort; names are unique")
-        if block.ids == self.ids:
-            aligned = block
-        else:
-            aligned = block.reindex(self.ids)
-        self.modalities[block.name] = aligned
+        self.modalities[block.name] = block if block.ids == self.ids else block.reindex(self.ids)
 
     def presence(self) -> pd.DataFrame:
         """Patients × modalities, True where the patient has the modality."""
@@ -123,8 +121,10 @@ class Cohort:
         root = Path(path)
         manifest_path = root / "cohort.json"
         if not manifest_path.is_file():
-            raise InputError(f"{root}: not a medweave cohort folder (no cohort.json); build one "
-                             "with `medweave build cohort.yaml --out DIR`")
+            raise InputError(
+                f"{root}: not a medweave cohort folder (no cohort.json); build one "
+                "with `medweave build cohort.yaml --out DIR`"
+            )
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("format_version") != FORMAT_VERSION:
             raise InputError(
@@ -177,7 +177,9 @@ class Cohort:
                 obs=obs,
                 var=pd.DataFrame(index=pd.Index(block.feature_names, name="feature")),
             )
-            adata.uns["medweave"] = json.loads(json.dumps({"kind": block.kind, **block.meta}, default=str))
+            adata.uns["medweave"] = json.loads(
+                json.dumps({"kind": block.kind, **block.meta}, default=str)
+            )
             mods[name] = adata
         with md.set_options(pull_on_update=False):
             mdata = md.MuData(mods)

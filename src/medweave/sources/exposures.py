@@ -9,7 +9,6 @@ gives NaN rather than a mean of a few days.
 
 from __future__ import annotations
 
-
 import duckdb
 import numpy as np
 import pandas as pd
@@ -132,7 +131,8 @@ def read_exposures(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
         con.register("exp", exp)
         con.register("pts", pts_ok)
         features, names = _window_features(con, spec, variables, n=len(pts_ok), ids=pts_ok)
-        used, after = con.execute(_usage_sql(max(spec.windows_days) + max(spec.lag_days))).fetchone()
+        row = con.execute(_usage_sql(max(spec.windows_days) + max(spec.lag_days))).fetchone()
+        used, after = row if row is not None else (0, 0)
     finally:
         con.close()
     ctx.audit.used(spec.name, int(used))
@@ -207,4 +207,3 @@ def _usage_sql(span_days: int) -> str:
                (SELECT count(*) FROM exp e JOIN latest l USING (location)
                 WHERE e.date >= l.last_index)
     """
-

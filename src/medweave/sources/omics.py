@@ -25,7 +25,7 @@ _ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*[GTP]\d+)\.\d+$", re.IGNORECASE)
 
 
 def harmonise_gene_ids(ids: list[str]) -> list[str]:
-    """Upper-case, trim, and drop Ensembl version suffixes (ENSG00000141510.17 -> ENSG00000141510)."""
+    """Upper-case, trim, drop Ensembl version suffixes (ENSG00000141510.17 -> ENSG00000141510)."""
     out = []
     for g in ids:
         g = str(g).strip().upper()
@@ -74,7 +74,9 @@ def _read_h5ad(path: Path, spec: H5adSpec) -> _Matrix:
     try:
         adata = ad.read_h5ad(path)
     except Exception as exc:  # h5py/anndata raise many types for a damaged file
-        raise InputError(f"{path}: cannot read as AnnData .h5ad ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            f"{path}: cannot read as AnnData .h5ad ({type(exc).__name__}: {exc})"
+        ) from None
     if spec.id_key is not None and spec.id_key not in adata.obs.columns:
         raise InputError(f"{path}: obs has no column {spec.id_key!r} (key id_key)")
     if spec.gene_key is not None and spec.gene_key not in adata.var.columns:
@@ -133,7 +135,9 @@ def _combine(matrices: list[_Matrix], spec: SourceSpec, ctx: ReadContext) -> Mod
             date = None if m.dates is None else m.dates.iloc[i]
             rows.append((pid, m.x[i, cols], date, m.path))
     unknown = sorted({pid for pid, *_ in rows if pid not in index.index})
-    ctx.audit.exclude_rows(spec.name, "unknown_patient", sum(1 for r in rows if r[0] in set(unknown)))
+    ctx.audit.exclude_rows(
+        spec.name, "unknown_patient", sum(1 for r in rows if r[0] in set(unknown))
+    )
     ctx.audit.unknown_patients(spec.name, unknown)
     chosen: dict[str, tuple[np.ndarray, pd.Timestamp | None, Path]] = {}
     for pid, x, date, path in rows:
@@ -162,8 +166,11 @@ def _combine(matrices: list[_Matrix], spec: SourceSpec, ctx: ReadContext) -> Mod
         ids=ids,
         x=x,
         feature_names=genes,
-        meta={"genes_dropped_not_in_all_files": n_dropped, "files": len(matrices),
-              "example_source_id": rows[0][0] if rows else None},
+        meta={
+            "genes_dropped_not_in_all_files": n_dropped,
+            "files": len(matrices),
+            "example_source_id": rows[0][0] if rows else None,
+        },
     )
 
 
