@@ -9,3 +9,4 @@ __all__ = ["ReadContext", "Reader", "SourceSpec", "available", "get", "register"
 # Importing the built-in readers registers them.
 from medweave.sources import exposures as _exposures  # noqa: E402, F401
 from medweave.sources import omics as _omics  # noqa: E402, F401
+from medweave.sources import tables as _tables  # noqa: E402, F401
