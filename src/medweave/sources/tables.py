@@ -67,14 +67,14 @@ def read_table(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
         after = keep & (dates.to_numpy() > index.reindex(ids).to_numpy())
         ctx.audit.exclude_rows(spec.name, "after_index", int(after.sum()))
         keep &= ~after
-        order = np.lexsort((dates.to_numpy(), ids.to_numpy()))
-        latest = pd.Series(np.zeros(len(frame), bool))
+        # Per patient, the latest row left (rows are sorted by id, then date).
         sub = pd.DataFrame({"id": ids.to_numpy(), "keep": keep, "date": dates.to_numpy()})
-        sub = sub.iloc[order]
-        last = sub[sub["keep"]].drop_duplicates("id", keep="last").index
-        latest.iloc[last] = True
+        sub = sub.iloc[np.lexsort((dates.to_numpy(), ids.to_numpy()))]
+        last = sub[sub["keep"]].drop_duplicates("id", keep="last").index.to_numpy()
+        latest = np.zeros(len(frame), dtype=bool)
+        latest[last] = True
         ctx.audit.exclude_rows(spec.name, "older_row", int(keep.sum() - latest.sum()))
-        keep = latest.to_numpy()
+        keep = latest
     else:
         dup = ids.duplicated() & known
         if dup.any():
