@@ -1,0 +1,128 @@
+"""Choosing one study per patient for the image readers, with the audit kept on the way.
+
+A reader turns what it finds into candidates (a DICOM series, a manifest row), each with
+its date, study and a check-and-describe step; :meth:`Reading.choose` keeps per patient
+the latest study inside the window whose check passes and counts every other row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medweave.cohort._block import ModalityBlock
+from medweave.sources._base import ReadContext, SourceSpec
+from medweave.sources._dicom import FileProblem
+
+__all__ = ["AXES", "Candidate", "Reading"]
+
+AXES = {
+    "dicom": "(rows, columns) for 2-D images; (slices, rows, columns) for volumes",
+    "nifti": "nibabel voxel axes (i, j, k)",
+    "image": "(rows, columns)",
+}
+
+
+@dataclass
+class Candidate:
+    """One usable study (series or manifest row) of a cohort patient."""
+
+    patient_id: str
+    date: np.datetime64
+    study: str
+    rank: tuple[Any, ...]  # lower is preferred among candidates of the same study
+    rows: int  # audit rows (files or manifest rows) it stands for
+    build: Callable[[], tuple[str, dict[str, Any]]]  # checks; returns (block path, meta)
+
+
+class Reading:
+    """Shared bookkeeping of one read: index dates, audit, raise-or-skip, reasons."""
+
+    def __init__(self, spec: SourceSpec, ctx: ReadContext) -> None:
+        self.spec, self.ctx, self.name = spec, ctx, spec.name
+        ids = ctx.index["patient_id"].astype(str).tolist()
+        dates = pd.to_datetime(ctx.index["index_date"]).to_numpy().astype("datetime64[D]")
+        self.order = list(dict.fromkeys(ids))
+        self.index: dict[str, np.datetime64] = dict(zip(ids, dates, strict=True))
+        self.lookback = np.timedelta64(int(ctx.lookback_days), "D")
+        self.reasons: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def exclude(self, reason: str, rows: int, patient_id: str | None = None) -> None:
+        self.ctx.audit.exclude_rows(self.name, reason, rows)
+        if patient_id is not None and patient_id in self.index:
+            self.reasons[patient_id][reason] += rows
+
+    def problem(self, exc: FileProblem, rows: int = 1, patient_id: str | None = None) -> None:
+        """Raise under on_error=raise; else count the rows under the problem's reason."""
+        if self.spec.on_error == "raise":
+            raise exc
+        self.exclude(exc.reason, rows, patient_id)
+
+    def dated(self, patient_id: str, date: np.datetime64, rows: int) -> bool:
+        """True if ``date`` is inside the patient's window; else count why not."""
+        index = self.index[patient_id]
+        if np.isnat(index):
+            self.exclude("no_index_date", rows, patient_id)
+        elif date > index:
+            self.exclude("after_index", rows, patient_id)
+        elif date < index - self.lookback:
+            self.exclude("before_lookback", rows, patient_id)
+        else:
+            return True
+        return False
+
+    def choose(self, candidates: list[Candidate], *, reader: str) -> ModalityBlock:
+        """Per patient the latest study that passes its checks; counts the others."""
+        by_patient: dict[str, list[Candidate]] = defaultdict(list)
+        for c in candidates:
+            by_patient[c.patient_id].append(c)
+        ids: list[str] = []
+        paths: list[str | None] = []
+        images: dict[str, dict[str, Any]] = {}
+        used = 0
+        for pid in self.order:
+            cands = by_patient.get(pid, [])
+            study_date: dict[str, np.datetime64] = {}
+            for c in cands:
+                study_date[c.study] = max(study_date.get(c.study, c.date), c.date)
+            cands.sort(key=lambda c: (-study_date[c.study].astype(np.int64), c.study, c.rank))
+            chosen: Candidate | None = None
+            for c in cands:
+                if chosen is not None:
+                    reason = "other_series" if c.study == chosen.study else "older_study"
+                    self.exclude(reason, c.rows, pid)
+                    continue
+                try:
+                    path, meta = c.build()
+                except FileProblem as exc:
+                    self.problem(exc, c.rows, pid)
+                    continue
+                chosen = c
+                meta["days_before_index"] = int((self.index[pid] - c.date).astype(np.int64))
+                ids.append(pid)
+                paths.append(path)
+                images[pid] = meta
+                used += c.rows
+        audit = self.ctx.audit
+        audit.used(self.name, used, patients=len(ids))
+        missing: Counter[str] = Counter()
+        for pid in self.order:
+            if pid not in images:
+                why = sorted(self.reasons.get(pid, {}))
+                missing["no image" if not why else "no usable image: " + ", ".join(why)] += 1
+        for reason, n in sorted(missing.items()):
+            audit.missing(self.name, reason, n)
+        return ModalityBlock(
+            name=self.name,
+            kind="image",
+            ids=ids,
+            x=np.zeros((len(ids), 0), dtype=np.float32),
+            feature_names=[],
+            paths=paths,
+            meta={"reader": reader, "axes": AXES[reader], "images": images},
+        )
