@@ -22,6 +22,7 @@ from medweave.cohort import build as build_cohort_from_yaml
 from medweave.errors import InputError
 from medweave.sources import available as available_sources
 from medweave.synth import SynthSummary, synthesize
+from medweave.synth.fhir import export_fhir
 
 app = typer.Typer(
     name="medweave",
@@ -65,6 +66,9 @@ def synth(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")
     ] = False,
+    fhir: Annotated[
+        bool, typer.Option("--fhir", help="Also export the EHR as FHIR R4 NDJSON in DIR/fhir.")
+    ] = False,
 ) -> None:
     """Write a synthetic multimodal cohort (OMOP, DICOM, h5ad, exposures) with known truth."""
     with console.status(f"Generating {patients} patients..."):
@@ -76,7 +80,11 @@ def synth(
             mechanism=mechanism,
             overwrite=overwrite,
         )
+        if fhir:
+            export_fhir(out)
     print_summary(summary)
+    if fhir:
+        console.print(f"FHIR R4 export: {out / 'fhir'}")
 
 
 @app.command()
