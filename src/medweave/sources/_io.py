@@ -27,7 +27,9 @@ def read_frame(path: Path, *, what: str = "table") -> pd.DataFrame:
             sep = "," if suffix == ".csv" else "\t"
             return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=True)
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cannot read the {what} ({exc}); is it a valid {suffix} file?") from None
+        raise InputError(
+            f"{path}: cannot read the {what} ({exc}); is it a valid {suffix} file?"
+        ) from None
     raise InputError(
         f"{path}: unsupported {what} format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}"
     )

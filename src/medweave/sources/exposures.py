@@ -131,6 +131,10 @@ def read_exposures(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
         con.register("exp", exp)
         con.register("pts", pts_ok)
         features, names = _window_features(con, spec, variables, n=len(pts_ok), ids=pts_ok)
+        present = ~np.isnan(features).all(axis=1) if names else np.zeros(len(pts_ok), bool)
+        # Rows count as used when they fall in the window of a patient who keeps the modality.
+        con.unregister("pts")
+        con.register("pts", pts_ok[present])
         row = con.execute(_usage_sql(max(spec.windows_days) + max(spec.lag_days))).fetchone()
         used, after = row if row is not None else (0, 0)
     finally:
@@ -138,7 +142,6 @@ def read_exposures(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
     ctx.audit.used(spec.name, int(used))
     ctx.audit.exclude_rows(spec.name, "after_index", int(after))
     ctx.audit.exclude_rows(spec.name, "outside_windows", len(exp) - int(used) - int(after))
-    present = ~np.isnan(features).all(axis=1) if len(names) else np.zeros(len(pts_ok), bool)
     ctx.audit.missing(spec.name, "no exposure data in the windows", int((~present).sum()))
     keep = np.flatnonzero(present)
     return ModalityBlock(

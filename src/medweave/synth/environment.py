@@ -7,6 +7,7 @@ and PM2.5 falls slowly over the years.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ class Exposures:
         self, location_idx: np.ndarray, end_date: np.ndarray, days: int
     ) -> np.ndarray:
         """Mean PM2.5 over the ``days`` days before ``end_date`` (excluded) per patient."""
-        csum = np.concatenate([np.zeros((self.pm25.shape[0], 1)), self.pm25.cumsum(axis=1)], 1)
+        pm25 = self.pm25.astype(np.float64).round(2)
+        csum = np.concatenate([np.zeros((pm25.shape[0], 1)), pm25.cumsum(axis=1)], 1)
         end = (end_date - self.dates[0]).astype(int)
         start = end - days
         if start.min() < 0:
@@ -91,11 +93,12 @@ def simulate_exposures(
     t_mean = rng.uniform(6, 20, n_locations)[:, None]
     t_amp = rng.uniform(6, 14, n_locations)[:, None]
     temperature = t_mean - t_amp * season + ar1(0.8, 3.0)
+    # Rounded as written, so the truth is computed from exactly what a reader sees.
     return Exposures(
         dates,
-        pm25.astype(np.float32),
-        ozone.astype(np.float32),
-        temperature.astype(np.float32),
+        np.round(pm25, 2).astype(np.float32),
+        np.round(ozone, 1).astype(np.float32),
+        np.round(temperature, 1).astype(np.float32),
     )
 
 
@@ -113,12 +116,12 @@ def write_exposures(path: Path, exposures: Exposures, zips: list[str]) -> int:
                 pa.array(np.repeat(np.arange(n_loc, dtype=np.int32), n_days)), pa.array(zips)
             ),
             "date": pa.array(np.tile(exposures.dates, n_loc)),
-            "pm25": pa.array(np.round(exposures.pm25.ravel(), 2)),
-            "ozone": pa.array(np.round(exposures.ozone.ravel(), 1)),
-            "temperature": pa.array(np.round(exposures.temperature.ravel(), 1)),
+            "pm25": pa.array(exposures.pm25.ravel().astype(np.float64).round(2)),
+            "ozone": pa.array(exposures.ozone.ravel().astype(np.float64).round(1)),
+            "temperature": pa.array(exposures.temperature.ravel().astype(np.float64).round(1)),
         }
     )
     units = {"pm25": "ug/m3", "ozone": "ppb", "temperature": "degC"}
-    meta = {b"medweave.units": str(units).encode()}
+    meta = {b"medweave.units": json.dumps(units).encode()}
     pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
     return table.num_rows
