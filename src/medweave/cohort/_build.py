@@ -15,6 +15,8 @@ from medweave.errors import InputError
 from medweave.sources import ReadContext
 from medweave.sources import get as get_source
 from medweave.sources._io import data_row, parse_dates, read_frame, require_columns
+from medweave.sources.ehr_sql import SqlEngine, first_occurrence, outcome_from_events
+from medweave.sources.omop import open_omop
 
 __all__ = ["build", "build_cohort"]
 
@@ -72,25 +74,14 @@ def build_cohort(config: CohortConfig, *, base_dir: Path) -> Cohort:
 def resolve_index(rule: IndexRule, *, base_dir: Path, audit: Audit) -> pd.DataFrame:
     """One row per patient: ``patient_id`` (str) and ``index_date``."""
     if rule.rule == "first_occurrence":
-        from medweave.sources.ehr_sql import first_occurrence, open_engine
-
-        engine = open_engine(
-            database=rule.database,
-            url=rule.url,
-            schema=rule.schema_name,
-            base_dir=base_dir,
-            id_column=rule.id_source,
-        )
-        try:
-            persons, first = first_occurrence(engine, [str(c) for c in rule.concepts or []])
-        finally:
-            engine.close()
+        with _open_omop(rule, base_dir=base_dir) as engine:
+            persons, first = first_occurrence(engine, list(rule.concepts or []))
         audit.read("index", len(persons))
-        without = sorted(set(persons) - set(first["patient_id"]))
-        for pid in without:
+        for pid in sorted(set(persons) - set(first["patient_id"])):
             audit.exclude_patient(pid, "no record of the index concepts")
+        audit.exclude_rows("index", "no_index_concept", len(persons) - len(first))
         audit.used("index", len(first))
-        return first.reset_index(drop=True)
+        return first
 
     path = base_dir / str(rule.table)
     table = read_frame(path, what="index table")
@@ -112,7 +103,7 @@ def resolve_index(rule: IndexRule, *, base_dir: Path, audit: Audit) -> pd.DataFr
             "the index table needs one row per patient"
         )
     if rule.rule == "fixed":
-        dates = pd.Series(pd.Timestamp(rule.date), index=table.index)
+        dates = pd.Series(pd.Timestamp(str(rule.date)), index=table.index)
     else:
         dates = parse_dates(
             table[rule.date_column],
@@ -173,44 +164,41 @@ def attach_outcomes(
     return patients
 
 
+def _open_omop(rule: IndexRule, *, base_dir: Path) -> SqlEngine:
+    if rule.database is None and rule.url is None:
+        raise InputError(
+            "index: an index or outcome from OMOP concepts or death needs the OMOP database; "
+            "set index.database (DuckDB file) or index.url (PostgreSQL)"
+        )
+    database = None if rule.database is None else base_dir / rule.database
+    return open_omop(
+        database=database, url=rule.url, schema=rule.schema_name, id_column=rule.id_source
+    )
+
+
 def _outcomes_from_events(
     patients: pd.DataFrame, spec: OutcomeSpec, *, rule: IndexRule, base_dir: Path
 ) -> pd.DataFrame:
-    from medweave.sources.ehr_sql import open_engine, outcome_from_events
-
-    if rule.database is None and rule.url is None:
-        raise InputError(
-            "outcome: an outcome from concepts/death needs the OMOP database; set index.database "
-            "or index.url"
-        )
-    engine = open_engine(
-        database=rule.database,
-        url=rule.url,
-        schema=rule.schema_name,
-        base_dir=base_dir,
-        id_column=rule.id_source,
-    )
-    try:
+    index = patients[["patient_id", "index_date"]]
+    with _open_omop(rule, base_dir=base_dir) as engine:
         if spec.binary is not None and not spec.binary.column:
             got = outcome_from_events(
                 engine,
-                patients[["patient_id", "index_date"]],
-                concepts=[str(c) for c in spec.binary.concepts or []],
+                index,
+                concepts=spec.binary.concepts,
                 death=spec.binary.death,
-                horizon_days=spec.binary.horizon_days,
+                horizon_days=int(spec.binary.horizon_days or 0),
             )
             patients = patients.merge(got[["patient_id", "outcome"]], on="patient_id", how="left")
         if spec.survival is not None and not spec.survival.time_column:
             got = outcome_from_events(
                 engine,
-                patients[["patient_id", "index_date"]],
-                concepts=[str(c) for c in spec.survival.concepts or []],
+                index,
+                concepts=spec.survival.concepts,
                 death=spec.survival.death,
-                horizon_days=None,
+                horizon_days=1,  # survival uses time and event only
             )
             patients = patients.merge(
                 got[["patient_id", "time", "event"]], on="patient_id", how="left"
             )
-    finally:
-        engine.close()
     return patients
