@@ -77,9 +77,7 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register(
-    name: str, *, spec: type[SourceSpec], description: str
-) -> Callable[[Reader], Reader]:
+def register(name: str, *, spec: type[SourceSpec], description: str) -> Callable[[Reader], Reader]:
     """Register a reader under ``name`` (one canonical name, no aliases)."""
 
     def wrap(fn: Reader) -> Reader:
@@ -96,7 +94,9 @@ def get(name: str) -> tuple[Reader, type[SourceSpec]]:
     _load_builtin()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(sorted(_REGISTRY))}"
+        hint = (
+            f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(sorted(_REGISTRY))}"
+        )
         raise InputError(f"unknown source type {name!r}; {hint}")
     entry = _REGISTRY[name]
     return entry.reader, entry.spec
