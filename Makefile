@@ -29,6 +29,7 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/medweave synth --out $(DEMO_OUT) --patients 2000 --seed 0 --overwrite
+	$(BIN)/medweave build $(DEMO_OUT)/cohort.yaml --out $(DEMO_OUT)/built --overwrite
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
