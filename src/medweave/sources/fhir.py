@@ -50,7 +50,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field, model_validator
 
 from medweave.cohort._block import ModalityBlock
@@ -705,26 +704,6 @@ def parse_fhir(
 
 # --- the reader ---------------------------------------------------------------------------------
 
-_EVENTS_SCHEMA = pa.schema(
-    [
-        ("patient_id", pa.string()),
-        ("domain", pa.string()),
-        ("vocabulary", pa.string()),
-        ("code", pa.string()),
-        ("event_date", pa.date32()),
-        ("value", pa.float64()),
-        ("unit", pa.string()),
-    ]
-)
-_PERSONS_SCHEMA = pa.schema(
-    [
-        ("patient_id", pa.string()),
-        ("sex", pa.string()),
-        ("year_of_birth", pa.int32()),
-        ("birth_date", pa.date32()),
-    ]
-)
-_DEATH_SCHEMA = pa.schema([("patient_id", pa.string()), ("death_date", pa.date32())])
 _RESOURCE_OF = {d: r for r, d in _DOMAIN_OF.items()}
 
 
@@ -745,18 +724,10 @@ def open_fhir(
     parsed = parse_fhir(path, domains=domains, on_error=on_error)
     engine = SqlEngine.duckdb(label=f"FHIR input {str(path)!r}")
     try:
-        engine.register(
-            "mw_events",
-            pa.Table.from_pandas(parsed.events, schema=_EVENTS_SCHEMA, preserve_index=False),
-        )
-        engine.register(
-            "mw_persons",
-            pa.Table.from_pandas(parsed.persons, schema=_PERSONS_SCHEMA, preserve_index=False),
-        )
-        engine.register(
-            "mw_death",
-            pa.Table.from_pandas(parsed.deaths, schema=_DEATH_SCHEMA, preserve_index=False),
-        )
+        # register() casts each relation to the event model's schema (ehr_sql.SCHEMAS).
+        engine.register("mw_events", parsed.events)
+        engine.register("mw_persons", parsed.persons)
+        engine.register("mw_death", parsed.deaths)
     except BaseException:
         engine.close()
         raise
