@@ -121,7 +121,7 @@ def _combine(matrices: list[_Matrix], spec: SourceSpec, ctx: ReadContext) -> Mod
         if not shared:
             raise InputError(
                 f"{m.path}: no gene id in common with {matrices[0].path} (e.g. {m.genes[0]!r} vs "
-                f"{genes[0]!r}); use the same gene identifiers (Ensembl ids or symbols) in all files"
+                f"{genes[0]!r}); use the same gene identifiers (Ensembl ids or symbols) everywhere"
             )
         genes = shared
     n_dropped = sum(len(set(m.genes) - set(genes)) for m in matrices)
