@@ -1,0 +1,1 @@
+"""Encoders, fusion strategies, task heads, estimators, baselines and bundles."""
