@@ -127,3 +127,11 @@ def test_mudata_round_trip() -> None:
         np.nan_to_num(cohort.modalities["labs"].x, nan=-1),
     )
     assert back.patients["outcome"].tolist() == cohort.patients["outcome"].tolist()
+
+
+def test_take_restricts_patients_and_blocks() -> None:
+    cohort = Cohort(_patients(), modalities={"labs": _block(["p1", "p3"])})
+    sub = cohort.take([3, 0])
+    assert sub.ids == ["p3", "p0"]
+    assert sub.modalities["labs"].present.tolist() == [True, False]
+    np.testing.assert_array_equal(sub.modalities["labs"].x[0], cohort.modalities["labs"].x[3])

@@ -80,6 +80,26 @@ class Cohort:
             raise InputError(f"modality {block.name!r} is already in the cohort; names are unique")
         self.modalities[block.name] = block if block.ids == self.ids else block.reindex(self.ids)
 
+    def take(self, rows: np.ndarray | list[int]) -> Cohort:
+        """The cohort restricted to the patients at positions ``rows`` (e.g. one fold)."""
+        idx = np.asarray(rows, dtype=np.int64)
+        sub = Cohort(
+            self.patients.iloc[idx].reset_index(drop=True), audit=self.audit, meta=dict(self.meta)
+        )
+        for name, b in self.modalities.items():
+            sub.modalities[name] = ModalityBlock(
+                name=name,
+                kind=b.kind,
+                ids=[b.ids[i] for i in idx],
+                x=b.x[idx],
+                feature_names=list(b.feature_names),
+                present=b.present[idx],
+                paths=None if b.paths is None else [b.paths[i] for i in idx],
+                events=b.events,
+                meta=dict(b.meta),
+            )
+        return sub
+
     def presence(self) -> pd.DataFrame:
         """Patients × modalities, True where the patient has the modality."""
         return pd.DataFrame(
