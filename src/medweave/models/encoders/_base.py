@@ -50,6 +50,10 @@ class Encoder(nn.Module):
         self.spec = spec
         self.out_dim = int(out_dim)
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments (JSON-able), to rebuild it from a bundle."""
+        raise NotImplementedError
+
 
 #: name -> encoder class
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")
