@@ -33,6 +33,10 @@ class Fusion(nn.Module):
         self.modalities = list(in_dims)
         self.out_dim = int(out_dim)
 
+    def get_config(self) -> dict[str, Any]:
+        """The keyword options (JSON-able, with ``out_dim``): ``cls(in_dims, **config)``."""
+        raise NotImplementedError
+
     def forward(
         self, embeddings: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
     ) -> torch.Tensor:  # pragma: no cover - abstract
