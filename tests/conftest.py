@@ -15,3 +15,11 @@ def cohort_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "cohort"
     synthesize(out, n_patients=800, seed=7, missing=0.3, mechanism="mnar", workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def built_cohort(cohort_dir: Path):
+    """The 800-patient synthetic cohort built with its own cohort.yaml (all modalities)."""
+    from medweave.cohort import build
+
+    return build(cohort_dir / "cohort.yaml")

@@ -106,9 +106,20 @@ def build(
 
 @app.command(name="list")
 def list_components() -> None:
-    """List what a config may name: source types (and, later, encoders, fusions, tasks)."""
-    for name, description in available_sources().items():
-        print(f"source  {name:18s} {description}")
+    """List what a config may name: sources, encoders, fusion strategies and tasks."""
+    from medweave.models.encoders import ENCODERS
+    from medweave.models.fusion import FUSIONS
+    from medweave.models.tasks import TASKS
+
+    groups = {
+        "source": available_sources(),
+        "encoder": ENCODERS.describe(),
+        "fusion": FUSIONS.describe(),
+        "task": TASKS.describe(),
+    }
+    for kind, entries in groups.items():
+        for name, description in entries.items():
+            print(f"{kind:8s} {name:18s} {description}")
 
 
 def print_flow(cohort: Cohort) -> None:

@@ -39,7 +39,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._entries:
             close = difflib.get_close_matches(name, list(self._entries), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(self.names())}"
+            hint = (
+                f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(self.names())}"
+            )
             raise InputError(f"unknown {self.kind} {name!r}; {hint}")
         return self._entries[name].obj
 

@@ -1,0 +1,219 @@
+"""Per-modality preprocessing fitted on training patients, turning a Cohort into tensors.
+
+Each fitted preprocessor is plain arrays plus JSON (no pickle), so a bundle can carry it.
+Rows of patients who lack a modality become zeros *and* a False mask: the fusion ignores
+them, so the zeros are never read as data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from medweave.cohort import Cohort, ModalityBlock
+from medweave.errors import InputError
+from medweave.preprocess import OmicsTransformer
+
+__all__ = ["ModalityPrep", "PreparedBatch", "fit_preps"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModalityPrep:
+    """The fitted preprocessing of one modality.
+
+    tabular / exposure / embedding: median imputation, missing-value indicators for
+    features that were ever missing in training, z-scoring; omics: log1p, top-variance
+    genes, z-scoring; image: :func:`medweave.sources.imaging.load_image` at ``image_size``.
+    """
+
+    name: str
+    kind: str
+    feature_names: list[str]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    # --- fitting -----------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        block: ModalityBlock,
+        rows: np.ndarray,
+        *,
+        omics_top_genes: int,
+        image_size: tuple[int, ...],
+    ) -> ModalityPrep:
+        """Fit on the training ``rows`` of ``block`` that have the modality."""
+        train = rows[block.present[rows]]
+        prep = cls(block.name, block.kind, list(block.feature_names))
+        if block.kind == "image":
+            prep.config = {"image_size": list(image_size)}
+            return prep
+        x = block.x[train].astype(np.float64)
+        if len(train) < 2:
+            raise InputError(
+                f"modality {block.name!r}: only {len(train)} training patients have it; "
+                "need at least 2 to fit its preprocessing"
+            )
+        if block.kind == "omics":
+            t = OmicsTransformer(n_top=omics_top_genes).fit(np.nan_to_num(x, nan=0.0))
+            prep.arrays = {"genes": t.genes_, "mean": t.mean_, "scale": t.scale_}
+            return prep
+        observed = ~np.isnan(x)
+        keep = observed.any(axis=0)
+        median = np.where(keep, np.nanmedian(np.where(observed, x, np.nan), axis=0), 0.0)
+        filled = np.where(observed, x, median)
+        mean, sd = filled.mean(axis=0), filled.std(axis=0)
+        keep &= sd > 0
+        indicator = (~observed).any(axis=0) & keep
+        prep.arrays = {
+            "keep": keep,
+            "median": median,
+            "mean": mean,
+            "scale": np.where(sd > 0, sd, 1.0),
+            "indicator": indicator,
+        }
+        return prep
+
+    # --- applying ------------------------------------------------------------------------
+    @property
+    def out_features(self) -> int:
+        a = self.arrays
+        if self.kind == "omics":
+            return len(a["genes"])
+        return int(a["keep"].sum() + a["indicator"].sum())
+
+    def input_shape(self) -> tuple[int, ...]:
+        if self.kind == "image":
+            return (1, *self.config["image_size"])
+        return (self.out_features,)
+
+    def transform(self, block: ModalityBlock) -> torch.Tensor:
+        """The model input for every patient of ``block`` (absent rows are zeros)."""
+        x = self._aligned(block)
+        present = block.present
+        if self.kind == "image":
+            return self._images(block)
+        a = self.arrays
+        if self.kind == "omics":
+            data = np.log1p(np.clip(np.nan_to_num(x, nan=0.0), 0, None))
+            out = (data[:, a["genes"].astype(int)] - a["mean"]) / a["scale"]
+        else:
+            observed = ~np.isnan(x)
+            filled = np.where(observed, x, a["median"])
+            z = (filled - a["mean"]) / a["scale"]
+            keep, ind = a["keep"].astype(bool), a["indicator"].astype(bool)
+            out = np.concatenate([z[:, keep], (~observed[:, ind]).astype(np.float64)], axis=1)
+        out[~present] = 0.0
+        return torch.from_numpy(np.nan_to_num(out).astype(np.float32))
+
+    def _aligned(self, block: ModalityBlock) -> np.ndarray:
+        """``block.x`` with columns in the training order; missing features are an error."""
+        if block.kind != self.kind:
+            raise InputError(
+                f"modality {self.name!r}: the model was trained on kind {self.kind!r}, "
+                f"the cohort has {block.kind!r}"
+            )
+        if self.kind == "image" or block.feature_names == self.feature_names:
+            return block.x
+        pos = {f: j for j, f in enumerate(block.feature_names)}
+        missing = [f for f in self.feature_names if f not in pos]
+        if missing:
+            raise InputError(
+                f"modality {self.name!r}: the model expects {len(self.feature_names)} features; "
+                f"the cohort lacks {len(missing)} of them (e.g. {', '.join(missing[:3])}); "
+                "build the cohort with the same sources and settings as for training"
+            )
+        extra = len(block.feature_names) - len(self.feature_names)
+        if extra > 0:
+            log.warning(
+                "modality %r: ignoring %d features the model was not trained on", self.name, extra
+            )
+        return block.x[:, [pos[f] for f in self.feature_names]]
+
+    def _images(self, block: ModalityBlock) -> torch.Tensor:
+        from medweave.sources.imaging import load_image
+
+        size = tuple(int(s) for s in self.config["image_size"])
+        out = torch.zeros((len(block.ids), 1, *size), dtype=torch.float32)
+        for i, path in enumerate(block.paths or []):
+            if path is None or not block.present[i]:
+                continue
+            img = load_image(path, spatial_size=size, intensity="zscore")
+            arr = np.asarray(img, dtype=np.float32)
+            if arr.shape[0] != 1:  # several channels or slices: average to one channel
+                arr = arr.mean(axis=0, keepdims=True)
+            out[i] = torch.from_numpy(arr.reshape(1, *size))
+        return out
+
+    # --- bundles -------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "feature_names": self.feature_names,
+            "config": self.config,
+            "arrays": sorted(self.arrays),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], tensors: dict[str, np.ndarray]) -> ModalityPrep:
+        arrays = {k: tensors[f"prep.{data['name']}.{k}"] for k in data["arrays"]}
+        return cls(data["name"], data["kind"], list(data["feature_names"]), arrays, data["config"])
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {
+            f"prep.{self.name}.{k}": np.ascontiguousarray(
+                v.astype(np.float64) if v.dtype != np.bool_ else v.astype(np.uint8)
+            )
+            for k, v in self.arrays.items()
+        }
+
+
+@dataclass
+class PreparedBatch:
+    """Model inputs for a set of patients: per modality a tensor and a bool mask."""
+
+    inputs: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+
+
+def fit_preps(
+    cohort: Cohort,
+    modalities: list[str],
+    rows: np.ndarray,
+    *,
+    omics_top_genes: int,
+    image_size: tuple[int, ...],
+) -> dict[str, ModalityPrep]:
+    """Fit each modality's preprocessing on the training ``rows``."""
+    out = {}
+    for m in modalities:
+        if m not in cohort.modalities:
+            raise InputError(
+                f"modality {m!r} is not in the cohort; it has {', '.join(cohort.modalities)}"
+            )
+        out[m] = ModalityPrep.fit(
+            cohort.modalities[m], rows, omics_top_genes=omics_top_genes, image_size=image_size
+        )
+    return out
+
+
+def prepare(cohort: Cohort, preps: dict[str, ModalityPrep]) -> PreparedBatch:
+    """Transform every patient of ``cohort`` with fitted preprocessing."""
+    inputs, masks = {}, {}
+    for m, prep in preps.items():
+        if m not in cohort.modalities:
+            raise InputError(
+                f"the model needs modality {m!r}, which the cohort does not have "
+                f"(it has {', '.join(cohort.modalities) or 'none'})"
+            )
+        block = cohort.modalities[m]
+        inputs[m] = prep.transform(block)
+        masks[m] = torch.from_numpy(block.present.copy())
+    return PreparedBatch(inputs, masks)

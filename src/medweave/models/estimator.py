@@ -1,0 +1,467 @@
+"""The multimodal estimator: encoders per modality, a fusion, a task head; Lightning underneath.
+
+scikit-learn's contract: the constructor stores parameters, ``fit(cohort, y)`` does the
+work, learned state ends in ``_``. Training uses the union of patients: a patient lacking
+a modality keeps its row and a False mask, and modality dropout hides present modalities
+at random during training so the model learns to work with what each patient has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from medweave import __version__
+from medweave._atomic import atomic_dir
+from medweave.cohort import Cohort
+from medweave.errors import InputError
+from medweave.models._prep import ModalityPrep, PreparedBatch, fit_preps, prepare
+from medweave.models.encoders import Encoder, InputSpec, build_encoder
+from medweave.models.fusion import Fusion, build_fusion
+from medweave.models.fusion.imputation import ModalityDropout
+from medweave.models.survival import as_survival
+from medweave.models.tasks import TASKS, Task
+
+__all__ = ["BUNDLE_FORMAT", "MultimodalEstimator"]
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "medweave-bundle/1"
+SURVIVAL_TASKS = ("cox", "discrete_hazard")
+DEFAULT_ENCODERS = {
+    "tabular": "mlp",
+    "exposure": "mlp",
+    "omics": "omics_mlp",
+    "image": "image_cnn",
+    "embedding": "passthrough",
+}
+
+
+class _Net(nn.Module):
+    """Encoders -> fusion -> head, with modality dropout in training."""
+
+    def __init__(
+        self,
+        encoders: dict[str, Encoder],
+        fusion: Fusion,
+        head: nn.Module,
+        *,
+        modality_dropout: float,
+    ) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion
+        self.head = head
+        self.dropout = ModalityDropout(modality_dropout)
+
+    def embed(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        if self.training:
+            masks = self.dropout(masks)
+        emb = {m: enc(inputs[m]) for m, enc in self.encoders.items()}
+        return self.fusion(emb, masks)
+
+    def forward(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        return self.head(self.embed(inputs, masks))
+
+
+class _Rows(Dataset):
+    def __init__(self, batch: PreparedBatch, target: torch.Tensor, rows: np.ndarray) -> None:
+        self.batch, self.target, self.rows = batch, target, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(
+        self, i: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        r = int(self.rows[i])
+        return (
+            {m: x[r] for m, x in self.batch.inputs.items()},
+            {m: k[r] for m, k in self.batch.masks.items()},
+            self.target[r],
+        )
+
+
+class _Lit(L.LightningModule):
+    def __init__(self, net: _Net, task: Task, *, lr: float, weight_decay: float) -> None:
+        super().__init__()
+        self.net, self.task, self.lr, self.weight_decay = net, task, lr, weight_decay
+
+    def _step(self, batch: Any) -> torch.Tensor:
+        inputs, masks, target = batch
+        return self.task.loss(self.net(inputs, masks), target)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch)
+        self.log("train_loss", loss, batch_size=len(batch[2]), on_epoch=True, on_step=False)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss = self._step(batch)
+        self.log("val_loss", loss, batch_size=len(batch[2]), prog_bar=False, sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class MultimodalEstimator(BaseEstimator):
+    """Encode each modality, fuse, predict: classification, regression or survival.
+
+    Parameters
+    ----------
+    task
+        ``binary``, ``multiclass``, ``regression``, ``cox`` or ``discrete_hazard``.
+    modalities
+        Which of the cohort's modalities to use (all by default).
+    fusion
+        A registered fusion strategy (``medweave list``).
+    encoders
+        Modality -> encoder name; by default chosen from the modality's kind.
+    modality_dropout
+        Probability of hiding each present modality of a training patient (never the last).
+    accelerator, devices, strategy
+        Passed to Lightning's Trainer (e.g. ``strategy="ddp"`` over several GPUs or nodes).
+    """
+
+    def __init__(
+        self,
+        *,
+        task: str = "binary",
+        modalities: list[str] | None = None,
+        fusion: str = "attention",
+        encoders: dict[str, str] | None = None,
+        encoder_params: dict[str, dict[str, Any]] | None = None,
+        fusion_params: dict[str, Any] | None = None,
+        task_params: dict[str, Any] | None = None,
+        embed_dim: int = 32,
+        fused_dim: int = 32,
+        modality_dropout: float = 0.15,
+        max_epochs: int = 80,
+        batch_size: int = 128,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-2,
+        val_fraction: float = 0.15,
+        patience: int = 10,
+        omics_top_genes: int = 500,
+        image_size: tuple[int, ...] = (64, 64),
+        seed: int = 0,
+        accelerator: str = "cpu",
+        devices: int | str = 1,
+        strategy: str = "auto",
+        verbose: bool = False,
+    ) -> None:
+        self.task = task
+        self.modalities = modalities
+        self.fusion = fusion
+        self.encoders = encoders
+        self.encoder_params = encoder_params
+        self.fusion_params = fusion_params
+        self.task_params = task_params
+        self.embed_dim = embed_dim
+        self.fused_dim = fused_dim
+        self.modality_dropout = modality_dropout
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.val_fraction = val_fraction
+        self.patience = patience
+        self.omics_top_genes = omics_top_genes
+        self.image_size = image_size
+        self.seed = seed
+        self.accelerator = accelerator
+        self.devices = devices
+        self.strategy = strategy
+        self.verbose = verbose
+
+    # --- targets -------------------------------------------------------------------------
+    def _target(self, cohort: Cohort, y: Any) -> np.ndarray | Any:
+        if self.task in SURVIVAL_TASKS:
+            if y is None:
+                missing = {"time", "event"} - set(cohort.patients.columns)
+                if missing:
+                    raise InputError(
+                        f"task {self.task!r} needs survival columns time and event in the cohort "
+                        f"(missing {sorted(missing)}), or pass y"
+                    )
+                y = cohort.patients[["time", "event"]]
+            return as_survival(y)
+        if y is None:
+            if "outcome" not in cohort.patients.columns:
+                raise InputError(
+                    f"task {self.task!r}: pass y or give the cohort an 'outcome' column"
+                )
+            y = cohort.patients["outcome"]
+        elif isinstance(y, str):
+            if y not in cohort.patients.columns:
+                raise InputError(f"y: the cohort has no column {y!r}")
+            y = cohort.patients[y]
+        y = np.asarray(y)
+        if len(y) != cohort.n:
+            raise InputError(f"y has {len(y)} values for {cohort.n} patients")
+        return y
+
+    # --- fitting ---------------------------------------------------------------------------
+    def fit(self, cohort: Cohort, y: Any = None) -> MultimodalEstimator:
+        """Fit preprocessing, encoders, fusion and head on ``cohort`` (a validation split
+        of it drives early stopping)."""
+        L.seed_everything(self.seed, workers=True, verbose=False)
+        target_raw = self._target(cohort, y)
+        modalities = list(self.modalities or cohort.modalities)
+        rows = np.arange(cohort.n)
+        strat = target_raw if self.task in ("binary", "multiclass") else None
+        train, val = train_test_split(
+            rows, test_size=self.val_fraction, random_state=self.seed, stratify=strat
+        )
+        task = TASKS.get(self.task)(**(self.task_params or {}))
+        task.fit_target(_take(target_raw, train))
+        target = task.encode_target(target_raw)
+        self.preps_ = fit_preps(
+            cohort,
+            modalities,
+            train,
+            omics_top_genes=self.omics_top_genes,
+            image_size=tuple(self.image_size),
+        )
+        batch = prepare(cohort, self.preps_)
+        self.task_ = task
+        self.net_ = self._build_net()
+        lit = _Lit(self.net_, task, lr=self.lr, weight_decay=self.weight_decay)
+        train_dl = DataLoader(
+            _Rows(batch, target, train),
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        val_dl = DataLoader(_Rows(batch, target, val), batch_size=max(len(val), 1))
+        with tempfile.TemporaryDirectory(prefix="medweave-ckpt-") as ckpt_dir:
+            checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+                dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1
+            )
+            trainer = L.Trainer(
+                max_epochs=self.max_epochs,
+                accelerator=self.accelerator,
+                devices=self.devices,
+                strategy=self.strategy,
+                deterministic=True,
+                callbacks=[
+                    L.pytorch.callbacks.EarlyStopping("val_loss", patience=self.patience),
+                    checkpoint,
+                ],
+                logger=False,
+                enable_progress_bar=self.verbose,
+                enable_model_summary=False,
+                num_sanity_val_steps=0,
+            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", ".*does not have many workers.*")
+                warnings.filterwarnings("ignore", ".*number of training batches.*")
+                trainer.fit(lit, train_dl, val_dl)
+            best = checkpoint.best_model_path
+            if best and os.path.exists(best):
+                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+                lit.load_state_dict(state)
+        self.n_epochs_ = int(trainer.current_epoch)
+        self.modalities_ = modalities
+        self.net_.eval()
+        return self
+
+    def _build_net(self) -> _Net:
+        encoders: dict[str, Encoder] = {}
+        self.encoder_configs_: dict[str, dict[str, Any]] = {}
+        chosen = dict(self.encoders or {})
+        for m, prep in self.preps_.items():
+            name = chosen.get(m) or DEFAULT_ENCODERS[prep.kind]
+            params = {"out_dim": self.embed_dim, **(self.encoder_params or {}).get(m, {})}
+            spec = InputSpec(kind=_input_kind(prep.kind), shape=prep.input_shape())
+            encoders[m] = build_encoder(name, spec, **params)
+            self.encoder_configs_[m] = {
+                "name": name,
+                "config": encoders[m].get_config(),
+                "spec": {"kind": spec.kind, "shape": list(spec.shape)},
+            }
+        in_dims = {m: e.out_dim for m, e in encoders.items()}
+        fusion = build_fusion(
+            self.fusion, in_dims, **{"out_dim": self.fused_dim, **(self.fusion_params or {})}
+        )
+        self.fusion_config_ = fusion.get_config()
+        head = self.task_.make_head(fusion.out_dim)
+        return _Net(encoders, fusion, head, modality_dropout=self.modality_dropout)
+
+    # --- predicting ------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            raise InputError("this estimator is not fitted yet; call fit(cohort) first")
+
+    @torch.no_grad()
+    def _outputs(self, cohort: Cohort, *, embed: bool = False) -> np.ndarray:
+        self._check_fitted()
+        batch = prepare(cohort, self.preps_)
+        self.net_.eval()
+        outs = []
+        for start in range(0, cohort.n, 1024):
+            sl = slice(start, start + 1024)
+            inputs = {m: x[sl] for m, x in batch.inputs.items()}
+            masks = {m: k[sl] for m, k in batch.masks.items()}
+            out = self.net_.embed(inputs, masks) if embed else self.net_(inputs, masks)
+            outs.append(out.cpu().numpy())
+        return np.concatenate(outs, axis=0)
+
+    def predict_output(self, cohort: Cohort) -> dict[str, np.ndarray]:
+        """Everything the task predicts (probabilities, labels, risks, survival curves)."""
+        out = self._outputs(cohort)  # checks that the estimator is fitted
+        return self.task_.predict(out)
+
+    def predict_proba(self, cohort: Cohort) -> np.ndarray:
+        pred = self.predict_output(cohort)
+        if "proba" not in pred:
+            raise InputError(f"task {self.task!r} has no probabilities; use predict_risk")
+        return pred["proba"]
+
+    def predict_risk(self, cohort: Cohort) -> np.ndarray:
+        pred = self.predict_output(cohort)
+        if "risk" not in pred:
+            raise InputError(f"task {self.task!r} has no risk; use predict_proba or predict")
+        return pred["risk"]
+
+    def predict(self, cohort: Cohort) -> np.ndarray:
+        pred = self.predict_output(cohort)
+        for key in ("label", "value", "risk"):
+            if key in pred:
+                return pred[key]
+        raise AssertionError(f"task {self.task!r} predicted none of label/value/risk")
+
+    def transform(self, cohort: Cohort) -> np.ndarray:
+        """The fused patient representation (n, fused_dim), e.g. for stratification."""
+        return self._outputs(cohort, embed=True)
+
+    def score(self, cohort: Cohort, y: Any = None) -> float:
+        """AUROC (binary), accuracy (multiclass), R² (regression) or Harrell's C (survival)."""
+        return float(self.task_.score(self.predict_output(cohort), self._target(cohort, y)))
+
+    # --- bundles -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write a bundle: ``model.safetensors`` (weights, preprocessing arrays) + ``bundle.json``.
+
+        No pickle: loading a bundle from someone else cannot run code.
+        """
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        tensors = {
+            f"model.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
+        }
+        for prep in self.preps_.values():
+            tensors.update({k: torch.from_numpy(v) for k, v in prep.tensors().items()})
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "medweave_version": __version__,
+            "params": _jsonable(self.get_params()),
+            "task": {"name": self.task, "state": self.task_.get_state()},
+            "modalities": self.modalities_,
+            "encoders": self.encoder_configs_,
+            "fusion": {"name": self.fusion, "config": self.fusion_config_},
+            "preprocessing": [p.to_json() for p in self.preps_.values()],
+            "n_epochs": self.n_epochs_,
+        }
+        out = Path(path)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            save_file(tensors, str(tmp / "model.safetensors"))
+            (tmp / "bundle.json").write_text(json.dumps(meta, indent=2))
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> MultimodalEstimator:
+        """Rebuild an estimator from a bundle written by :meth:`save`."""
+        from safetensors.torch import load_file
+
+        root = Path(path)
+        meta_path = root / "bundle.json"
+        if not meta_path.is_file():
+            raise InputError(f"{root}: not a medweave model bundle (no bundle.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != BUNDLE_FORMAT:
+            raise InputError(
+                f"{meta_path}: format {meta.get('format')!r}, expected {BUNDLE_FORMAT!r}"
+            )
+        tensors = load_file(str(root / "model.safetensors"))
+        params = dict(meta["params"])
+        if "image_size" in params:
+            params["image_size"] = tuple(params["image_size"])
+        est = cls(**params)
+        est.task_ = Task.from_state(meta["task"]["name"], meta["task"]["state"])
+        arrays = {k: v.numpy() for k, v in tensors.items() if k.startswith("prep.")}
+        est.preps_ = {}
+        for p in meta["preprocessing"]:
+            prep = ModalityPrep.from_json(p, arrays)
+            for k in ("keep", "indicator"):
+                if k in prep.arrays:
+                    prep.arrays[k] = prep.arrays[k].astype(bool)
+            if "genes" in prep.arrays:
+                prep.arrays["genes"] = prep.arrays["genes"].astype(np.int64)
+            est.preps_[prep.name] = prep
+        encoders = {
+            m: build_encoder(
+                e["name"],
+                InputSpec(kind=e["spec"]["kind"], shape=tuple(e["spec"]["shape"])),
+                **e["config"],
+            )
+            for m, e in meta["encoders"].items()
+        }
+        fusion = build_fusion(
+            meta["fusion"]["name"],
+            {m: e.out_dim for m, e in encoders.items()},
+            **meta["fusion"]["config"],
+        )
+        head = est.task_.make_head(fusion.out_dim)
+        est.net_ = _Net(
+            encoders, fusion, head, modality_dropout=float(params.get("modality_dropout", 0.0))
+        )
+        state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        est.net_.load_state_dict(state)
+        est.net_.eval()
+        est.encoder_configs_ = meta["encoders"]
+        est.fusion_config_ = meta["fusion"]["config"]
+        est.modalities_ = list(meta["modalities"])
+        est.n_epochs_ = int(meta.get("n_epochs", 0))
+        return est
+
+
+def _input_kind(kind: str) -> Any:
+    return kind if kind in ("tabular", "omics", "exposure", "image", "sequence") else "embedding"
+
+
+def _take(y: Any, rows: np.ndarray) -> Any:
+    if hasattr(y, "time") and hasattr(y, "event"):
+        return type(y)(time=np.asarray(y.time)[rows], event=np.asarray(y.event)[rows])
+    return np.asarray(y)[rows]
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, pd.Timestamp):
+        return str(obj)
+    return obj
