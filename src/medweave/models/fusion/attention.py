@@ -19,7 +19,7 @@ from torch import nn
 
 from medweave.errors import InputError
 from medweave.models.fusion._base import FUSIONS, Fusion
-from medweave.models.fusion.early import check_in_dims, check_int, check_rate, gather
+from medweave.models.fusion._common import check_in_dims, check_int, check_rate, gather
 
 __all__ = ["AttentionFusion"]
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from medweave.models.fusion._base import FUSIONS, Fusion
-from medweave.models.fusion.early import check_in_dims, check_int, check_rate, gather, mlp
+from medweave.models.fusion._common import check_in_dims, check_int, check_rate, gather, mlp
 
 __all__ = ["ConcatFusion"]
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from medweave.errors import InputError
-from medweave.models.fusion.early import check_in_dims, check_int, check_rate, mlp
+from medweave.models.fusion._common import check_in_dims, check_int, check_rate, mlp
 
 __all__ = ["Imputation", "LearnedImputer", "ModalityDropout"]
 
