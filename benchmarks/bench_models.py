@@ -40,45 +40,53 @@ def main() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    # Images are read lazily from the cohort folder: keep it for the whole run.
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cohort"
         synthesize(out, n_patients=args.patients, seed=args.seed, missing=0.3, mechanism="mnar")
         cohort = build(out / "cohort.yaml")
         truth = pd.read_parquet(out / "truth" / "patients.parquet").set_index("patient_id")
-    rows = np.random.default_rng(0).permutation(cohort.n)
-    cut = int(0.7 * cohort.n)
-    train, test = cohort.take(np.sort(rows[:cut])), cohort.take(np.sort(rows[cut:]))
-    y = test.patients["outcome"].to_numpy()
-    ceiling = roc_auc_score(y, truth.loc[test.ids, "p_observed"])
-    print(f"{args.patients} patients, test n={test.n}; observed-data ceiling AUROC {ceiling:.3f}")
-
-    def run(label: str, est: MultimodalEstimator | LightGBMBaseline) -> float:
-        t0 = time.perf_counter()
-        est.fit(train)
-        seconds = time.perf_counter() - t0
-        proba = est.predict_proba(test)
-        proba = proba[:, -1] if proba.ndim == 2 else proba
-        auc = roc_auc_score(y, proba)
+        rows = np.random.default_rng(0).permutation(cohort.n)
+        cut = int(0.7 * cohort.n)
+        train, test = cohort.take(np.sort(rows[:cut])), cohort.take(np.sort(rows[cut:]))
+        y = test.patients["outcome"].to_numpy()
+        ceiling = roc_auc_score(y, truth.loc[test.ids, "p_observed"])
         print(
-            f"  {label:28s} AUROC {auc:.3f}  (ceiling {ceiling - auc:+.3f})  fit {seconds:5.1f} s"
+            f"{args.patients} patients, test n={test.n}; observed-data ceiling AUROC {ceiling:.3f}"
         )
-        return auc
 
-    singles = {
-        m: run(f"{m} alone", MultimodalEstimator(task="binary", modalities=[m], fusion="concat"))
-        for m in MODALITIES
-    }
-    fused = {
-        f: run(f"fusion {f}", MultimodalEstimator(task="binary", modalities=MODALITIES, fusion=f))
-        for f in FUSIONS.names()
-    }
-    tabular = [m for m in MODALITIES if m != "imaging"]
-    run("LightGBM, concatenated", LightGBMBaseline(task="binary", modalities=tabular))
-    best_f = max(fused, key=fused.__getitem__)
-    print(
-        f"best fusion {best_f} {fused[best_f]:.3f}: {fused[best_f] - max(singles.values()):+.3f} "
-        f"vs best single modality, {fused[best_f] - ceiling:+.3f} vs the ceiling"
-    )
+        def run(label: str, est: MultimodalEstimator | LightGBMBaseline) -> float:
+            t0 = time.perf_counter()
+            est.fit(train)
+            seconds = time.perf_counter() - t0
+            proba = est.predict_proba(test)
+            proba = proba[:, -1] if proba.ndim == 2 else proba
+            auc = roc_auc_score(y, proba)
+            print(
+                f"  {label:28s} AUROC {auc:.3f} (ceiling {ceiling - auc:+.3f}) fit {seconds:5.1f} s"
+            )
+            return auc
+
+        singles = {
+            m: run(
+                f"{m} alone", MultimodalEstimator(task="binary", modalities=[m], fusion="concat")
+            )
+            for m in MODALITIES
+        }
+        fused = {
+            f: run(
+                f"fusion {f}", MultimodalEstimator(task="binary", modalities=MODALITIES, fusion=f)
+            )
+            for f in FUSIONS.names()
+        }
+        tabular = [m for m in MODALITIES if m != "imaging"]
+        run("LightGBM, concatenated", LightGBMBaseline(task="binary", modalities=tabular))
+        best_f = max(fused, key=fused.__getitem__)
+        print(
+            f"best fusion {best_f} {fused[best_f]:.3f}: "
+            f"{fused[best_f] - max(singles.values()):+.3f} vs best single modality, "
+            f"{fused[best_f] - ceiling:+.3f} vs the ceiling"
+        )
 
 
 if __name__ == "__main__":
