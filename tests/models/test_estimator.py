@@ -142,3 +142,14 @@ def test_cox_survival(split: tuple[Cohort, Cohort]) -> None:
     assert est.score(test) > 0.65
     risk = est.predict_risk(test)
     assert risk.shape == (test.n,)
+
+
+def test_auxiliary_heads_train_and_round_trip(split: tuple[Cohort, Cohort], tmp_path: Path) -> None:
+    train, test = split
+    est = MultimodalEstimator(
+        task="binary", modalities=["ehr", "omics"], fusion="late", aux_weight=0.5, max_epochs=3
+    ).fit(train)
+    assert set(est.net_.aux_heads) == {"ehr", "omics"}
+    est.save(tmp_path / "b")
+    again = MultimodalEstimator.load(tmp_path / "b")
+    np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))

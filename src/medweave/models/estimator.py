@@ -52,7 +52,13 @@ DEFAULT_ENCODERS = {
 
 
 class _Net(nn.Module):
-    """Encoders -> fusion -> head, with modality dropout in training."""
+    """Encoders -> fusion -> head, with modality dropout in training.
+
+    With ``aux_heads``, each modality also has its own task head on its embedding; their
+    losses (on the patients who have the modality) make every encoder learn its modality's
+    signal from the first epoch, instead of leaving a slow encoder (images) behind while
+    faster ones drive the fused loss down.
+    """
 
     def __init__(
         self,
@@ -61,20 +67,27 @@ class _Net(nn.Module):
         head: nn.Module,
         *,
         modality_dropout: float,
+        aux_heads: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         self.head = head
         self.dropout = ModalityDropout(modality_dropout)
+        self.aux_heads = nn.ModuleDict(aux_heads or {})
+
+    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: enc(inputs[m]) for m, enc in self.encoders.items()}
+
+    def fuse(self, emb: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.training:
+            masks = self.dropout(masks)
+        return self.fusion(emb, masks)
 
     def embed(
         self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        if self.training:
-            masks = self.dropout(masks)
-        emb = {m: enc(inputs[m]) for m, enc in self.encoders.items()}
-        return self.fusion(emb, masks)
+        return self.fuse(self.encode(inputs), masks)
 
     def forward(
         self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
@@ -101,17 +114,29 @@ class _Rows(Dataset):
 
 
 class _Lit(L.LightningModule):
-    def __init__(self, net: _Net, task: Task, *, lr: float, weight_decay: float) -> None:
+    def __init__(
+        self, net: _Net, task: Task, *, lr: float, weight_decay: float, aux_weight: float
+    ) -> None:
         super().__init__()
         self.net, self.task, self.lr, self.weight_decay = net, task, lr, weight_decay
+        self.aux_weight = aux_weight
 
     def _step(self, batch: Any) -> torch.Tensor:
         inputs, masks, target = batch
         return self.task.loss(self.net(inputs, masks), target)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch)
-        self.log("train_loss", loss, batch_size=len(batch[2]), on_epoch=True, on_step=False)
+        inputs, masks, target = batch
+        emb = self.net.encode(inputs)
+        loss = self.task.loss(self.net.head(self.net.fuse(emb, masks)), target)
+        self.log("train_loss", loss, batch_size=len(target), on_epoch=True, on_step=False)
+        aux = [
+            self.task.loss(head(emb[m][masks[m]]), target[masks[m]])
+            for m, head in self.net.aux_heads.items()
+            if int(masks[m].sum()) >= 2
+        ]
+        if aux and self.aux_weight > 0:
+            loss = loss + self.aux_weight * torch.stack(aux).mean()
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -137,6 +162,9 @@ class MultimodalEstimator(BaseEstimator):
         Modality -> encoder name; by default chosen from the modality's kind.
     modality_dropout
         Probability of hiding each present modality of a training patient (never the last).
+    aux_weight
+        Weight of the per-modality auxiliary losses (each encoder with its own head, on
+        the patients who have the modality); 0 turns them off.
     accelerator, devices, strategy
         Passed to Lightning's Trainer (e.g. ``strategy="ddp"`` over several GPUs or nodes).
     """
@@ -154,6 +182,7 @@ class MultimodalEstimator(BaseEstimator):
         embed_dim: int = 32,
         fused_dim: int = 32,
         modality_dropout: float = 0.15,
+        aux_weight: float = 0.0,
         max_epochs: int = 80,
         batch_size: int = 128,
         lr: float = 2e-3,
@@ -178,6 +207,7 @@ class MultimodalEstimator(BaseEstimator):
         self.embed_dim = embed_dim
         self.fused_dim = fused_dim
         self.modality_dropout = modality_dropout
+        self.aux_weight = aux_weight
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -244,7 +274,9 @@ class MultimodalEstimator(BaseEstimator):
         batch = prepare(cohort, self.preps_)
         self.task_ = task
         self.net_ = self._build_net()
-        lit = _Lit(self.net_, task, lr=self.lr, weight_decay=self.weight_decay)
+        lit = _Lit(
+            self.net_, task, lr=self.lr, weight_decay=self.weight_decay, aux_weight=self.aux_weight
+        )
         train_dl = DataLoader(
             _Rows(batch, target, train),
             batch_size=self.batch_size,
@@ -304,7 +336,8 @@ class MultimodalEstimator(BaseEstimator):
         )
         self.fusion_config_ = fusion.get_config()
         head = self.task_.make_head(fusion.out_dim)
-        return _Net(encoders, fusion, head, modality_dropout=self.modality_dropout)
+        aux = _aux_heads(self.task_, encoders, weight=self.aux_weight)
+        return _Net(encoders, fusion, head, modality_dropout=self.modality_dropout, aux_heads=aux)
 
     # --- predicting ------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -432,8 +465,13 @@ class MultimodalEstimator(BaseEstimator):
             **meta["fusion"]["config"],
         )
         head = est.task_.make_head(fusion.out_dim)
+        aux = _aux_heads(est.task_, encoders, weight=float(params.get("aux_weight", 0.0)))
         est.net_ = _Net(
-            encoders, fusion, head, modality_dropout=float(params.get("modality_dropout", 0.0))
+            encoders,
+            fusion,
+            head,
+            modality_dropout=float(params.get("modality_dropout", 0.0)),
+            aux_heads=aux,
         )
         state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         est.net_.load_state_dict(state)
@@ -443,6 +481,13 @@ class MultimodalEstimator(BaseEstimator):
         est.modalities_ = list(meta["modalities"])
         est.n_epochs_ = int(meta.get("n_epochs", 0))
         return est
+
+
+def _aux_heads(task: Task, encoders: dict[str, Encoder], *, weight: float) -> dict[str, nn.Module]:
+    """One task head per modality (on its embedding) when ``weight`` > 0."""
+    if weight <= 0:
+        return {}
+    return {m: task.make_head(e.out_dim) for m, e in encoders.items()}
 
 
 def _input_kind(kind: str) -> Any:
