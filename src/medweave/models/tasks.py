@@ -20,6 +20,7 @@ name                      head output                  predict                  
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
 from typing import Any, ClassVar
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 
-class Task:
+class Task(abc.ABC):
     """Base class of the task heads; subclasses are registered in :data:`TASKS`.
 
     Constructors take keyword-only options (those returned by :meth:`options`). Call
@@ -74,30 +75,30 @@ class Task:
         """The constructor's keyword options (JSON-able)."""
         return {}
 
+    @abc.abstractmethod
     def fit_target(self, y: Any) -> None:
         """Learn what the task needs from the training targets."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def encode_target(self, y: Any) -> torch.Tensor:
         """Targets as the tensor :meth:`loss` takes."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def out_dim(self) -> int:
         """Number of raw outputs per patient."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar training loss of raw outputs ``out`` against encoded ``target``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def predict(self, out: np.ndarray) -> dict[str, np.ndarray]:
         """Predictions from raw outputs (n, out_dim)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def score(self, pred: dict[str, np.ndarray], y: Any) -> float:
         """The task's metric of ``pred`` (from :meth:`predict`) against raw targets ``y``."""
-        raise NotImplementedError
 
     def _fitted_state(self) -> dict[str, Any]:
         return {}

@@ -18,6 +18,7 @@ Batches by kind:
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,7 +41,7 @@ class InputSpec:
     feature_groups: dict[str, list[int]] = field(default_factory=dict)  # e.g. gene sets
 
 
-class Encoder(nn.Module):
+class Encoder(nn.Module, metaclass=abc.ABCMeta):
     """Base class: subclasses set ``self.out_dim`` in their constructor."""
 
     out_dim: int
@@ -50,9 +51,9 @@ class Encoder(nn.Module):
         self.spec = spec
         self.out_dim = int(out_dim)
 
+    @abc.abstractmethod
     def get_config(self) -> dict[str, Any]:
         """The constructor's keyword arguments (JSON-able), to rebuild it from a bundle."""
-        raise NotImplementedError
 
 
 #: name -> encoder class

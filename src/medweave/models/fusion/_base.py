@@ -12,6 +12,7 @@ finite output (a learned "nothing observed" state).
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from medweave.models._registry import Registry
 __all__ = ["FUSIONS", "Fusion", "build_fusion"]
 
 
-class Fusion(nn.Module):
+class Fusion(nn.Module, metaclass=abc.ABCMeta):
     """Base class: subclasses set up their layers; ``out_dim`` is declared here."""
 
     out_dim: int
@@ -33,14 +34,15 @@ class Fusion(nn.Module):
         self.modalities = list(in_dims)
         self.out_dim = int(out_dim)
 
+    @abc.abstractmethod
     def get_config(self) -> dict[str, Any]:
         """The keyword options (JSON-able, with ``out_dim``): ``cls(in_dims, **config)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def forward(
         self, embeddings: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
-    ) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    ) -> torch.Tensor:
+        """(n, out_dim) from per-modality embeddings and presence masks."""
 
 
 #: name -> fusion class
