@@ -13,7 +13,7 @@ def test_two_process_ddp_on_cpu(built_cohort: Cohort) -> None:
         task="binary",
         modalities=["ehr", "environment"],
         fusion="gated",
-        max_epochs=2,
+        max_epochs=5,
         accelerator="cpu",
         devices=2,
         strategy="ddp_fork",  # gloo process group on CPU
@@ -21,4 +21,5 @@ def test_two_process_ddp_on_cpu(built_cohort: Cohort) -> None:
     proba = est.predict_proba(built_cohort)
     assert proba.shape == (built_cohort.n,)
     assert np.isfinite(proba).all()
-    assert proba.std() > 0  # trained weights came back from the workers
+    # The weights trained by the workers came back: far better than an untrained model.
+    assert est.score(built_cohort) > 0.62

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
@@ -84,14 +85,9 @@ def test_sklearn_contract(fused: MultimodalEstimator) -> None:
     assert params["fusion"] == "concat" and params["task"] == "binary"
     fresh = clone(fused)
     assert not hasattr(fresh, "net_")
+    patients = pd.DataFrame({"patient_id": ["a"], "index_date": ["2020-01-01"]})
     with pytest.raises(InputError, match="not fitted"):
-        fresh.predict_proba(Cohort(fused_patients()))
-
-
-def fused_patients():  # a minimal patients table for the not-fitted check
-    import pandas as pd
-
-    return pd.DataFrame({"patient_id": ["a"], "index_date": ["2020-01-01"]})
+        fresh.predict_proba(Cohort(patients))
 
 
 def test_bundle_reloads_in_a_fresh_process(
@@ -153,3 +149,19 @@ def test_auxiliary_heads_train_and_round_trip(split: tuple[Cohort, Cohort], tmp_
     est.save(tmp_path / "b")
     again = MultimodalEstimator.load(tmp_path / "b")
     np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
+
+
+def test_images_train_end_to_end(split: tuple[Cohort, Cohort]) -> None:
+    """DICOM files are loaded (MONAI), encoded by the CNN and fused with the EHR."""
+    train, test = split
+    est = MultimodalEstimator(
+        task="binary",
+        modalities=["ehr", "imaging"],
+        fusion="gated",
+        image_size=(32, 32),
+        max_epochs=3,
+    ).fit(train)
+    proba = est.predict_proba(test)
+    assert np.isfinite(proba).all()
+    assert est.preps_["imaging"].input_shape() == (1, 32, 32)
+    assert est.encoder_configs_["imaging"]["name"] == "image_cnn"

@@ -7,7 +7,9 @@ them, so the zeros are never read as data.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,18 +139,12 @@ class ModalityPrep:
         return block.x[:, [pos[f] for f in self.feature_names]]
 
     def _images(self, block: ModalityBlock) -> torch.Tensor:
-        from medweave.sources.imaging import load_image
-
         size = tuple(int(s) for s in self.config["image_size"])
         out = torch.zeros((len(block.ids), 1, *size), dtype=torch.float32)
         for i, path in enumerate(block.paths or []):
             if path is None or not block.present[i]:
                 continue
-            img = load_image(path, spatial_size=size, intensity="zscore")
-            arr = np.asarray(img, dtype=np.float32)
-            if arr.shape[0] != 1:  # several channels or slices: average to one channel
-                arr = arr.mean(axis=0, keepdims=True)
-            out[i] = torch.from_numpy(arr.reshape(1, *size))
+            out[i] = torch.from_numpy(_load_image(path, size, _mtime(path)).copy())
         return out
 
     # --- bundles -------------------------------------------------------------------------
@@ -173,6 +169,26 @@ class ModalityPrep:
             )
             for k, v in self.arrays.items()
         }
+
+
+def _mtime(path: str) -> int:
+    # A series may be several files joined with os.pathsep: the newest one counts.
+    return max(os.stat(p).st_mtime_ns for p in path.split(os.pathsep))
+
+
+@functools.lru_cache(maxsize=50_000)
+def _load_image(path: str, size: tuple[int, ...], mtime_ns: int) -> np.ndarray:
+    """One image at ``size``, one channel, z-scored; cached while the file is unchanged, so
+    every model of a grid (and every predict call) reads and resamples it once."""
+    from medweave.sources.imaging import load_image
+
+    del mtime_ns  # part of the cache key only
+    arr = np.asarray(load_image(path, spatial_size=size, intensity="zscore"), dtype=np.float32)
+    if arr.shape[0] != 1:  # several channels or slices: average to one channel
+        arr = arr.mean(axis=0, keepdims=True)
+    arr = arr.reshape(1, *size)
+    arr.flags.writeable = False
+    return arr
 
 
 @dataclass
