@@ -9,7 +9,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -102,6 +102,76 @@ def build(
         cohort.save(out, overwrite=overwrite)
     print_flow(cohort)
     console.print(f"Cohort written to {out} (audit: {out / 'audit.json'})")
+
+
+@app.command()
+def run(
+    study: Annotated[Path, typer.Argument(help="study.yaml: cohort, task, models, validation.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (results, report, models).")],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run in --out.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Run a study: every model under cross-validation, evaluated, stratified, reported."""
+    from medweave.experiment import run_study
+
+    result = run_study(study, out, resume=resume, overwrite=overwrite, quiet=quiet)
+    print_results(result.results, quiet=quiet)
+    console.print(f"Report: {result.report}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the cohort and the run.")] = Path(
+        "medweave-demo"
+    ),
+    patients: Annotated[int, typer.Option("--patients", help="Synthetic patients.")] = 2000,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Synthesise a cohort with known truth and run the default study on it."""
+    from medweave.experiment._demo import run_demo
+
+    if not quiet:
+        console.print(f"Synthesising {patients} patients into {out / 'cohort'} (if not there)...")
+    result = run_demo(out, patients=patients, quiet=quiet)
+    print_results(result.results, quiet=False)
+    console.print(f"Report: {result.report}")
+
+
+def print_results(results: dict[str, Any], *, quiet: bool) -> None:
+    """The comparison table: each model's main metric with its interval, and the ceiling."""
+    main = "auroc" if results["task"] == "binary" else "c_harrell"
+    diffs = {c["model"]: c for c in results["comparisons"]}
+    table = Table(title=f"{results['study']['name']}: {main}", title_justify="left")
+    for col in ("model", "modalities", main, "95% CI", "vs best single", "p"):
+        table.add_column(col, justify="left" if col in ("model", "modalities") else "right")
+
+    def fmt(x: float | None) -> str:
+        return "—" if x is None else f"{x:.3f}"
+
+    ranked = sorted(
+        results["models"],
+        key=lambda m: -(m["metrics"][main]["estimate"] or float("-inf")),
+    )
+    for m in ranked:
+        est = m["metrics"][main]
+        d = diffs.get(m["name"])
+        table.add_row(
+            m["name"],
+            "+".join(m["modalities"]),
+            fmt(est["estimate"]),
+            f"{fmt(est['ci_low'])}–{fmt(est['ci_high'])}",
+            f"{d['difference']:+.3f}" if d and d["difference"] is not None else "",
+            f"{d['p_value']:.3f}" if d and d["p_value"] is not None else "",
+        )
+    for name, scores in (results.get("ceiling") or {}).items():
+        if scores.get(main) is not None:
+            table.add_row(f"ceiling ({name})", "", fmt(scores[main]), "", "", "")
+    console.print(table)
 
 
 @app.command(name="list")

@@ -8,11 +8,14 @@ at random during training so the model learns to work with what each patient has
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import tempfile
 import warnings
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medweave import __version__
-from medweave._atomic import atomic_dir
+from medweave._atomic import atomic_dir, atomic_file
 from medweave.cohort import Cohort
 from medweave.errors import InputError
 from medweave.models._prep import ModalityPrep, PreparedBatch, fit_preps, prepare
@@ -62,7 +65,7 @@ class _Net(nn.Module):
 
     def __init__(
         self,
-        encoders: dict[str, Encoder],
+        encoders: Mapping[str, nn.Module],
         fusion: Fusion,
         head: nn.Module,
         *,
@@ -70,7 +73,7 @@ class _Net(nn.Module):
         aux_heads: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        self.encoders = nn.ModuleDict(encoders)
+        self.encoders = nn.ModuleDict(dict(encoders))
         self.fusion = fusion
         self.head = head
         self.dropout = ModalityDropout(modality_dropout)
@@ -165,6 +168,15 @@ class MultimodalEstimator(BaseEstimator):
     aux_weight
         Weight of the per-modality auxiliary losses (each encoder with its own head, on
         the patients who have the modality); 0 turns them off.
+    pretrain
+        Modalities whose encoders are trained alone first and then frozen (see
+        :meth:`fit`): a list of names, True for all, False for none; by default (None) the
+        image modalities, whose encoders learn slowest and cost most.
+    encoder_store
+        A folder where stage-1 encoders are kept (safetensors), keyed by everything that
+        determines them (modality, encoder, preprocessing, training rows, target, seed and
+        training settings). Estimators of a grid that share a fold and a modality train
+        that encoder once; the result is identical to training it again.
     accelerator, devices, strategy
         Passed to Lightning's Trainer (e.g. ``strategy="ddp"`` over several GPUs or nodes).
     """
@@ -183,6 +195,8 @@ class MultimodalEstimator(BaseEstimator):
         fused_dim: int = 32,
         modality_dropout: float = 0.15,
         aux_weight: float = 0.0,
+        pretrain: bool | list[str] | None = None,
+        encoder_store: str | None = None,
         max_epochs: int = 80,
         batch_size: int = 128,
         lr: float = 2e-3,
@@ -208,6 +222,8 @@ class MultimodalEstimator(BaseEstimator):
         self.fused_dim = fused_dim
         self.modality_dropout = modality_dropout
         self.aux_weight = aux_weight
+        self.pretrain = pretrain
+        self.encoder_store = encoder_store
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -252,7 +268,15 @@ class MultimodalEstimator(BaseEstimator):
     # --- fitting ---------------------------------------------------------------------------
     def fit(self, cohort: Cohort, y: Any = None) -> MultimodalEstimator:
         """Fit preprocessing, encoders, fusion and head on ``cohort`` (a validation split
-        of it drives early stopping)."""
+        of it drives early stopping).
+
+        Training is staged for the modalities in ``pretrain`` (by default the images): each
+        such encoder is first trained alone, with its own head, on the patients who have
+        the modality, then frozen; the rest of the network is then trained jointly on its
+        embeddings. A slow encoder so learns its modality's signal instead of being left
+        behind when the fused loss stops improving, and a grid of models over the same
+        fold trains it once (``encoder_store``).
+        """
         L.seed_everything(self.seed, workers=True, verbose=False)
         target_raw = self._target(cohort, y)
         modalities = list(self.modalities or cohort.modalities)
@@ -274,8 +298,33 @@ class MultimodalEstimator(BaseEstimator):
         batch = prepare(cohort, self.preps_)
         self.task_ = task
         self.net_ = self._build_net()
+        self.modalities_ = modalities
+        staged = self._pretrained_modalities(modalities)
+        if not staged:
+            self.n_epochs_ = self._train(self.net_, batch, target, train, val)
+        elif len(modalities) == 1:
+            self.n_epochs_ = self._pretrain(modalities[0], batch, target, train, val, whole=True)
+        else:
+            epochs = [self._pretrain(m, batch, target, train, val) for m in staged]
+            self.n_epochs_ = max(epochs) + self._fit_fusion(staged, batch, target, train, val)
+        self.net_.eval()
+        return self
+
+    def _train(
+        self,
+        net: _Net,
+        batch: PreparedBatch,
+        target: torch.Tensor,
+        train: np.ndarray,
+        val: np.ndarray,
+    ) -> int:
+        """Train ``net`` on rows ``train`` with early stopping on ``val``; restore the best
+        epoch's weights. Returns the number of epochs run."""
+        L.seed_everything(self.seed, workers=True, verbose=False)
+        if len(val) < 2:  # too few to validate on: monitor the training rows instead
+            val = train
         lit = _Lit(
-            self.net_, task, lr=self.lr, weight_decay=self.weight_decay, aux_weight=self.aux_weight
+            net, self.task_, lr=self.lr, weight_decay=self.weight_decay, aux_weight=self.aux_weight
         )
         train_dl = DataLoader(
             _Rows(batch, target, train),
@@ -311,10 +360,95 @@ class MultimodalEstimator(BaseEstimator):
             if best and os.path.exists(best):
                 state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
                 lit.load_state_dict(state)
-        self.n_epochs_ = int(trainer.current_epoch)
-        self.modalities_ = modalities
-        self.net_.eval()
-        return self
+        return int(trainer.current_epoch)
+
+    def _pretrain(
+        self,
+        modality: str,
+        batch: PreparedBatch,
+        target: torch.Tensor,
+        train: np.ndarray,
+        val: np.ndarray,
+        *,
+        whole: bool = False,
+    ) -> int:
+        """Stage 1: train ``modality``'s encoder alone (with a head of its own) on the
+        patients who have the modality, then freeze it. With ``whole``, that single-modality
+        network (encoder, fusion, head) is the model."""
+        mask = batch.masks[modality].numpy()
+        train, val = train[mask[train]], val[mask[val]]
+        if len(train) < 10:
+            raise InputError(
+                f"modality {modality!r}: only {len(train)} training patients have it; "
+                "at least 10 are needed to train its encoder (drop it from modalities)"
+            )
+        single = self._stage1_net(modality)
+        sub = PreparedBatch({modality: batch.inputs[modality]}, {modality: batch.masks[modality]})
+        store = _EncoderStore(self.encoder_store) if self.encoder_store else None
+        key = _store_key(self, modality, self.preps_[modality], target, train, val)
+        if store is not None and (state := store.get(key)) is not None:
+            single.load_state_dict(state)
+            epochs = int(store.epochs(key))
+        else:
+            epochs = self._train(single, sub, target, train, val)
+            if store is not None:
+                store.put(key, single.state_dict(), epochs=epochs)
+        if whole:
+            self.net_ = single
+            self.fusion_name_, self.fusion_config_ = "concat", single.fusion.get_config()
+        else:
+            frozen = single.encoders[modality].requires_grad_(requires_grad=False)
+            self.net_.encoders[modality] = frozen
+        return epochs
+
+    def _stage1_net(self, modality: str) -> _Net:
+        """A fresh single-modality network (encoder, concat projection, head), initialised
+        from the seed and the modality alone, so every estimator of a grid that trains this
+        encoder on the same fold starts from the same weights."""
+        torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(modality.encode()))
+        cfg = self.encoder_configs_[modality]
+        spec = InputSpec(kind=cfg["spec"]["kind"], shape=tuple(cfg["spec"]["shape"]))
+        encoder = build_encoder(cfg["name"], spec, **cfg["config"])
+        fusion = build_fusion("concat", {modality: encoder.out_dim}, out_dim=self.fused_dim)
+        head = self.task_.make_head(fusion.out_dim)
+        return _Net({modality: encoder}, fusion, head, modality_dropout=0.0)
+
+    @torch.no_grad()
+    def _pretrained_modalities(self, modalities: list[str]) -> list[str]:
+        """The modalities whose encoders are trained alone first (see ``pretrain``)."""
+        if self.pretrain is None:
+            return [m for m in modalities if self.preps_[m].kind == "image"]
+        if isinstance(self.pretrain, bool):
+            return list(modalities) if self.pretrain else []
+        unknown = sorted(set(self.pretrain) - set(modalities))
+        if unknown:
+            raise InputError(
+                f"pretrain: {unknown} not among the modalities {modalities}; list some of them"
+            )
+        return [m for m in modalities if m in self.pretrain]
+
+    def _fit_fusion(
+        self,
+        frozen: list[str],
+        batch: PreparedBatch,
+        target: torch.Tensor,
+        train: np.ndarray,
+        val: np.ndarray,
+    ) -> int:
+        """Stage 2: train the other encoders, the fusion and the head; the frozen encoders'
+        embeddings are computed once for every patient instead of on every batch."""
+        with torch.no_grad():
+            emb = {m: _embed(self.net_.encoders[m], batch.inputs[m]) for m in frozen}
+        inputs = {m: emb.get(m, x) for m, x in batch.inputs.items()}
+        encoders = {m: nn.Identity() if m in emb else e for m, e in self.net_.encoders.items()}
+        stage = _Net(
+            encoders,
+            self.net_.fusion,
+            self.net_.head,
+            modality_dropout=self.modality_dropout,
+            aux_heads=dict(self.net_.aux_heads.items()),
+        )
+        return self._train(stage, PreparedBatch(inputs, batch.masks), target, train, val)
 
     def _build_net(self) -> _Net:
         encoders: dict[str, Encoder] = {}
@@ -334,7 +468,7 @@ class MultimodalEstimator(BaseEstimator):
         fusion = build_fusion(
             self.fusion, in_dims, **{"out_dim": self.fused_dim, **(self.fusion_params or {})}
         )
-        self.fusion_config_ = fusion.get_config()
+        self.fusion_name_, self.fusion_config_ = self.fusion, fusion.get_config()
         head = self.task_.make_head(fusion.out_dim)
         aux = _aux_heads(self.task_, encoders, weight=self.aux_weight)
         return _Net(encoders, fusion, head, modality_dropout=self.modality_dropout, aux_heads=aux)
@@ -411,7 +545,7 @@ class MultimodalEstimator(BaseEstimator):
             "task": {"name": self.task, "state": self.task_.get_state()},
             "modalities": self.modalities_,
             "encoders": self.encoder_configs_,
-            "fusion": {"name": self.fusion, "config": self.fusion_config_},
+            "fusion": {"name": self.fusion_name_, "config": self.fusion_config_},
             "preprocessing": [p.to_json() for p in self.preps_.values()],
             "n_epochs": self.n_epochs_,
         }
@@ -477,10 +611,99 @@ class MultimodalEstimator(BaseEstimator):
         est.net_.load_state_dict(state)
         est.net_.eval()
         est.encoder_configs_ = meta["encoders"]
+        est.fusion_name_ = meta["fusion"]["name"]
         est.fusion_config_ = meta["fusion"]["config"]
         est.modalities_ = list(meta["modalities"])
         est.n_epochs_ = int(meta.get("n_epochs", 0))
         return est
+
+
+def _embed(encoder: nn.Module, x: torch.Tensor, *, chunk: int = 512) -> torch.Tensor:
+    """``encoder`` over ``x`` in evaluation mode, in chunks (images can be large)."""
+    encoder.eval()
+    return torch.cat([encoder(x[i : i + chunk]) for i in range(0, len(x), chunk)]).detach()
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray | torch.Tensor):
+            arr = part.detach().cpu().numpy() if isinstance(part, torch.Tensor) else part
+            h.update(str((arr.dtype, arr.shape)).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        else:
+            h.update(json.dumps(_jsonable(part), sort_keys=True, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def _store_key(
+    est: MultimodalEstimator,
+    modality: str,
+    prep: ModalityPrep,
+    target: torch.Tensor,
+    train: np.ndarray,
+    val: np.ndarray,
+) -> str:
+    """Everything that determines a stage-1 encoder's weights."""
+    settings = {
+        k: getattr(est, k)
+        for k in (
+            "task",
+            "task_params",
+            "embed_dim",
+            "fused_dim",
+            "max_epochs",
+            "batch_size",
+            "lr",
+            "weight_decay",
+            "patience",
+            "seed",
+        )
+    }
+    enc = est.encoder_configs_[modality]
+    arrays = [prep.tensors()[k] for k in sorted(prep.tensors())]
+    return _digest(
+        "stage1-concat/1",
+        modality,
+        enc,
+        settings,
+        prep.to_json(),
+        *arrays,
+        target[train],
+        target[val],
+        train,
+        val,
+    )
+
+
+class _EncoderStore:
+    """Stage-1 networks on disk: ``<key>.safetensors`` (weights; epochs in the metadata)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{key}.safetensors"
+
+    def get(self, key: str) -> dict[str, torch.Tensor] | None:
+        from safetensors.torch import load_file
+
+        path = self._path(key)
+        return load_file(str(path)) if path.is_file() else None
+
+    def epochs(self, key: str) -> int:
+        from safetensors import safe_open
+
+        with safe_open(str(self._path(key)), framework="pt") as f:
+            return int((f.metadata() or {}).get("epochs", 0))
+
+    def put(self, key: str, state: dict[str, torch.Tensor], *, epochs: int) -> None:
+        from safetensors.torch import save_file
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        with atomic_file(self._path(key)) as tmp:
+            save_file(tensors, str(tmp), metadata={"epochs": str(epochs)})
 
 
 def _aux_heads(task: Task, encoders: dict[str, Encoder], *, weight: float) -> dict[str, nn.Module]:

@@ -1,0 +1,155 @@
+"""The grid: which models a study fits, and one job = one model on one fold.
+
+A job is a plain, picklable description (paths, row numbers, parameters) so that any
+executor can run it: in this process, or on a Ray worker that loads the saved cohort. Its
+result is written atomically to ``out`` (``.npz``), which is how ``--resume`` knows the
+job is done.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medweave._atomic import atomic_file
+from medweave.cohort import Cohort
+from medweave.experiment._study import StudyConfig
+
+__all__ = ["FoldJob", "ModelSpec", "plan_models", "run_job"]
+
+#: Feature-block kinds LightGBM and Cox PH can use (images need an encoder).
+TABULAR_KINDS = ("tabular", "omics", "exposure")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the study: ``kind`` is single, fusion, subset, lightgbm or coxph."""
+
+    name: str
+    kind: str
+    modalities: tuple[str, ...]
+    fusion: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "modalities": list(self.modalities),
+            "fusion": self.fusion,
+        }
+
+
+def plan_models(
+    study: StudyConfig, modalities: list[str], kinds: Mapping[str, str]
+) -> list[ModelSpec]:
+    """Every model the study lists, single modalities first (fusions reuse their encoders)."""
+    spec = study.models
+    out: list[ModelSpec] = []
+    if spec.singles or len(modalities) == 1:
+        out += [ModelSpec(f"single:{m}", "single", (m,)) for m in modalities]
+    if len(modalities) > 1:
+        out += [ModelSpec(f"fusion:{f}", "fusion", tuple(modalities), f) for f in spec.fusions]
+        if spec.subsets and spec.fusions:
+            fusion = spec.fusions[0]
+            for r in range(2, len(modalities)):
+                for combo in itertools.combinations(modalities, r):
+                    out.append(ModelSpec(f"subset:{'+'.join(combo)}", "subset", combo, fusion))
+    tabular = tuple(m for m in modalities if kinds[m] in TABULAR_KINDS)
+    for base in spec.baselines:
+        out.append(ModelSpec(base, base, tabular))
+    return out
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """Fit ``model`` on rows ``train`` of the saved cohort, predict rows ``test``.
+
+    ``fold`` is -1 for the final model on all patients, which is saved as a bundle in
+    ``bundle`` instead of predicting."""
+
+    model: ModelSpec
+    fold: int
+    cohort_path: str
+    train: np.ndarray
+    test: np.ndarray
+    task: str
+    estimator: dict[str, Any]
+    seed: int
+    encoder_store: str
+    out: str
+    bundle: str | None = None
+    threads: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=2)
+def _cohort(path: str) -> Cohort:
+    return Cohort.load(path)
+
+
+def make_estimator(job: FoldJob) -> Any:
+    """The estimator of ``job.model``, configured by the study."""
+    from medweave.models.baselines import CoxPHBaseline, LightGBMBaseline
+    from medweave.models.estimator import MultimodalEstimator
+
+    spec = job.model
+    if spec.kind == "lightgbm":
+        return LightGBMBaseline(
+            task="binary", modalities=list(spec.modalities), random_state=job.seed
+        )
+    if spec.kind == "coxph":
+        return CoxPHBaseline(modalities=list(spec.modalities), max_features=50)
+    params = dict(job.estimator)
+    return MultimodalEstimator(
+        task="cox" if job.task == "survival" else "binary",
+        modalities=list(spec.modalities),
+        fusion=spec.fusion or "concat",
+        seed=job.seed,
+        encoder_store=job.encoder_store,
+        **params,
+    )
+
+
+def _predict(est: Any, cohort: Cohort, task: str) -> np.ndarray:
+    if task == "survival":
+        return np.asarray(est.predict_risk(cohort), dtype=np.float64)
+    proba = np.asarray(est.predict_proba(cohort), dtype=np.float64)
+    return proba[:, -1] if proba.ndim == 2 else proba
+
+
+def run_job(job: FoldJob) -> dict[str, Any]:
+    """Run one job and write its result; returns a short summary (name, fold, seconds)."""
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    cohort = _cohort(job.cohort_path)
+    train = cohort.take(job.train)
+    est = make_estimator(job)
+    t0 = time.perf_counter()
+    est.fit(train)
+    seconds = time.perf_counter() - t0
+    arrays: dict[str, np.ndarray] = {"seconds": np.array(seconds)}
+    if job.fold >= 0:
+        arrays["train"], arrays["test"] = job.train, job.test
+        arrays["pred"] = _predict(est, cohort.take(job.test), job.task)
+        if job.task == "survival":  # the Breslow baseline hazard needs the training risks
+            arrays["train_pred"] = _predict(est, train, job.task)
+    elif job.bundle is not None and hasattr(est, "save"):
+        est.save(job.bundle, overwrite=True)
+    out = Path(job.out)
+    with atomic_file(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+    return {"model": job.model.name, "fold": job.fold, "seconds": seconds}
+
+
+def load_job_result(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}

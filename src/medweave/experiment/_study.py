@@ -1,0 +1,137 @@
+"""``study.yaml``: which cohort, which task, which models, how they are validated.
+
+YAML keys are constructor arguments; errors name the file and the key::
+
+    name: copd-mortality
+    cohort: cohort.yaml          # a cohort.yaml (built here) or a folder written by Cohort.save
+    task: binary                 # binary (outcome column) or survival (time, event)
+    modalities: [ehr, imaging, omics, environment]
+    models:
+      singles: true              # each modality alone, same encoder
+      fusions: [early, late, concat, attention, gated, tensor]
+      subsets: false             # every subset of two or more modalities (first fusion)
+      baselines: [lightgbm]      # lightgbm (binary) and/or coxph (survival)
+    estimator: {max_epochs: 80}  # MultimodalEstimator arguments shared by every model
+    validation: {folds: 5, seed: 0}          # or {split_column: site}
+    evaluation: {n_bootstrap: 1000, subgroups: [sex, age_band]}
+    stratification: {k: null, risk_groups: 3}
+    executor: local              # or ray (ray_address: auto | host:port)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medweave.config import validate_model
+from medweave.errors import InputError
+
+__all__ = ["ModelsSpec", "StudyConfig", "load_study", "parse_study"]
+
+FUSION_DEFAULT = ["early", "late", "concat", "attention", "gated", "tensor"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelsSpec(_Strict):
+    """Which models the study compares."""
+
+    singles: bool = True
+    fusions: list[str] = Field(default_factory=lambda: list(FUSION_DEFAULT))
+    subsets: bool = False
+    baselines: list[Literal["lightgbm", "coxph"]] = Field(default_factory=list)
+
+
+class Validation(_Strict):
+    """Patient-grouped, outcome-stratified k-fold cross-validation, or a split column:
+    each distinct value of ``split_column`` (a column of the cohort's patient table, e.g. a
+    site) is held out in turn, training on the others (external validation)."""
+
+    folds: int = Field(default=5, ge=2, le=50)
+    seed: int = 0
+    split_column: str | None = None
+
+
+class Evaluation(_Strict):
+    n_bootstrap: int = Field(default=1000, ge=0, le=100_000)
+    level: float = Field(default=0.95, gt=0.5, lt=1.0)
+    #: ``sex`` and ``age_band`` (from the EHR block's ``sex_male`` / ``age_at_index``) or
+    #: any column of the cohort's patient table.
+    subgroups: list[str] = Field(default_factory=lambda: ["sex", "age_band"])
+    min_subgroup: int = Field(default=30, ge=1)
+
+
+class Stratification(_Strict):
+    #: Number of clusters of the fused representation; null chooses it by silhouette.
+    k: int | None = Field(default=None, ge=2, le=20)
+    k_range: tuple[int, int] = (2, 6)
+    risk_groups: int = Field(default=3, ge=2, le=10)
+
+
+class StudyConfig(_Strict):
+    name: str = Field(min_length=1)
+    cohort: str
+    task: Literal["binary", "survival"] = "binary"
+    modalities: list[str] | None = None
+    models: ModelsSpec = Field(default_factory=ModelsSpec)
+    estimator: dict[str, Any] = Field(default_factory=dict)
+    validation: Validation = Field(default_factory=Validation)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    stratification: Stratification = Field(default_factory=Stratification)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        if self.modalities is not None and len(set(self.modalities)) != len(self.modalities):
+            raise ValueError("modalities: a modality is listed twice")
+        for key in ("task", "modalities", "seed"):
+            if key in self.estimator:
+                raise ValueError(
+                    f"estimator.{key}: set by the study (top-level {key!r}), not per estimator"
+                )
+        if self.task == "binary" and "coxph" in self.models.baselines:
+            raise ValueError("models.baselines: coxph is a survival baseline; use lightgbm")
+        if self.task == "survival" and "lightgbm" in self.models.baselines:
+            raise ValueError("models.baselines: lightgbm is a binary baseline; use coxph")
+        return self
+
+
+def parse_study(raw: dict[str, Any], *, where: str = "study.yaml") -> StudyConfig:
+    """Validate a study mapping; errors name ``where`` and the key."""
+    from medweave.models.fusion import FUSIONS
+
+    study = validate_model(StudyConfig, raw, where="")
+    for name in study.models.fusions:
+        if name not in FUSIONS.names():
+            try:
+                FUSIONS.get(name)
+            except Exception as exc:
+                raise InputError(f"{where}: models.fusions: {exc}") from None
+    return study
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate ``study.yaml``."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found; pass the path of a study.yaml") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{p}:{line} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{p}: expected a mapping of keys (name, cohort, task, models, ...)")
+    try:
+        return parse_study(raw, where=p.name)
+    except InputError as exc:
+        msg = str(exc)
+        raise InputError(msg if msg.startswith(p.name) else f"{p.name}: {msg}") from None
