@@ -8,6 +8,7 @@ at random during training so the model learns to work with what each patient has
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +16,7 @@ import os
 import tempfile
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -337,24 +338,26 @@ class MultimodalEstimator(BaseEstimator):
             checkpoint = L.pytorch.callbacks.ModelCheckpoint(
                 dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1
             )
-            trainer = L.Trainer(
-                max_epochs=self.max_epochs,
-                accelerator=self.accelerator,
-                devices=self.devices,
-                strategy=self.strategy,
-                deterministic=True,
-                callbacks=[
-                    L.pytorch.callbacks.EarlyStopping("val_loss", patience=self.patience),
-                    checkpoint,
-                ],
-                logger=False,
-                enable_progress_bar=self.verbose,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-            )
-            with warnings.catch_warnings():
+            with _lightning_quiet(verbose=self.verbose):
+                trainer = L.Trainer(
+                    max_epochs=self.max_epochs,
+                    accelerator=self.accelerator,
+                    devices=self.devices,
+                    strategy=self.strategy,
+                    deterministic=True,
+                    callbacks=[
+                        L.pytorch.callbacks.EarlyStopping("val_loss", patience=self.patience),
+                        checkpoint,
+                    ],
+                    logger=False,
+                    enable_progress_bar=self.verbose,
+                    enable_model_summary=False,
+                    num_sanity_val_steps=0,
+                )
+            with warnings.catch_warnings(), _lightning_quiet(verbose=self.verbose):
                 warnings.filterwarnings("ignore", ".*does not have many workers.*")
                 warnings.filterwarnings("ignore", ".*number of training batches.*")
+                warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
                 trainer.fit(lit, train_dl, val_dl)
             best = checkpoint.best_model_path
             if best and os.path.exists(best):
@@ -616,6 +619,25 @@ class MultimodalEstimator(BaseEstimator):
         est.modalities_ = list(meta["modalities"])
         est.n_epochs_ = int(meta.get("n_epochs", 0))
         return est
+
+
+@contextlib.contextmanager
+def _lightning_quiet(*, verbose: bool) -> Iterator[None]:
+    """Silence Lightning's per-fit banners ("GPU available", "max_epochs reached") unless
+    ``verbose``; a grid fits hundreds of models."""
+    if verbose:
+        yield
+        return
+    names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _embed(encoder: nn.Module, x: torch.Tensor, *, chunk: int = 512) -> torch.Tensor:

@@ -1,0 +1,120 @@
+"""`medweave run` end to end on a small cohort: results.json against its schema, the
+report, bundles, resuming a killed run, and the same results on Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medweave.cli import main
+from medweave.experiment import RunResult, run_study
+from medweave.models.estimator import MultimodalEstimator
+from medweave.report import validate_results
+
+from .conftest import write_study
+
+MODALITIES = ["ehr", "imaging", "environment"]
+MODELS = {"singles": True, "fusions": ["concat"], "baselines": ["lightgbm"]}
+
+
+@pytest.fixture(scope="module")
+def finished(study_root: Path) -> RunResult:
+    path = write_study(study_root, "small", modalities=MODALITIES, models=MODELS)
+    return run_study(path, study_root / "run-small", quiet=True)
+
+
+def _estimates(results: dict) -> dict[str, float]:
+    return {m["name"]: m["metrics"]["auroc"]["estimate"] for m in results["models"]}
+
+
+def test_results_follow_the_schema_and_name_every_model(finished: RunResult) -> None:
+    on_disk = json.loads((finished.out / "results.json").read_text())
+    validate_results(on_disk)
+    assert on_disk["schema_version"] == "1.0" and on_disk["task"] == "binary"
+    names = [m["name"] for m in on_disk["models"]]
+    assert names == [
+        "single:ehr", "single:imaging", "single:environment", "fusion:concat", "lightgbm",
+    ]  # fmt: skip
+    for m in on_disk["models"]:
+        assert len(m["folds"]) == 2
+        est = m["metrics"]["auroc"]
+        assert est["ci_low"] <= est["estimate"] <= est["ci_high"]
+        assert {"brier", "calibration_slope", "auprc"} <= set(m["metrics"])
+    assert on_disk["best_single"].startswith("single:")
+    compared = {c["model"] for c in on_disk["comparisons"]}
+    assert compared == {"fusion:concat", "lightgbm"}
+    # The synthetic cohort's ceilings, scored on these patients.
+    assert on_disk["ceiling"]["observed"]["auroc"] <= on_disk["ceiling"]["oracle"]["auroc"]
+    strat = on_disk["stratification"]
+    assert strat["model"] == "fusion:concat"
+    assert strat["risk_groups"]["k"] == 3 and strat["risk_groups"]["logrank"] is not None
+    assert strat["clusters"] is not None and strat["clusters"]["k"] >= 2
+    variables = {s["variable"] for s in on_disk["models"][0]["subgroups"]}
+    assert variables == {"sex", "age_band"}
+
+
+def test_run_folder_holds_report_log_and_reloadable_bundles(finished: RunResult) -> None:
+    out = finished.out
+    assert finished.report.is_file() and finished.report.stat().st_size > 10_000
+    assert "single:imaging" in (out / "log.txt").read_text()
+    est = MultimodalEstimator.load(out / "models" / "fusion_concat")
+    assert est.modalities_ == MODALITIES
+    # The image encoder was trained once per fold and reused by the fusion model.
+    assert len(list((out / "cache" / "encoders").glob("*.safetensors"))) == 3
+    assert not list(out.rglob("*.tmp-*"))  # nothing half-written
+
+
+def test_refuses_to_overwrite_without_flag(
+    finished: RunResult, study_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = study_root / "small.yaml"
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(path), "--out", str(finished.out), "--quiet"])
+    assert exc.value.code == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_killed_run_resumes_without_redoing_finished_folds(
+    finished: RunResult, study_root: Path
+) -> None:
+    path = study_root / "small.yaml"
+    out = study_root / "run-killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medweave.cli", "run", str(path), "--out", str(out), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = out / "folds" / "single_ehr" / "fold-0.npz"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first.exists(), "the run did not finish its first job"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    done_before = {p: p.stat().st_mtime_ns for p in (out / "folds").rglob("*.npz")}
+    resumed = run_study(path, out, resume=True, quiet=True)
+    for p, mtime in done_before.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p} was redone"
+    assert _estimates(resumed.results) == _estimates(finished.results)
+
+
+def test_ray_executor_gives_the_same_results(finished: RunResult, study_root: Path) -> None:
+    pytest.importorskip("ray")
+    path = write_study(
+        study_root, "small-ray", modalities=MODALITIES, models=MODELS, executor="ray"
+    )
+    on_ray = run_study(path, study_root / "run-ray", quiet=True)
+    a, b = _estimates(on_ray.results), _estimates(finished.results)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name] == pytest.approx(b[name], abs=1e-6), name
