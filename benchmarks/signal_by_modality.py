@@ -1,7 +1,9 @@
 """How much of the outcome each modality's true signal explains, against the ceilings.
 
 For each modality, the true model with every other modality's latent signals averaged out
-over the population (Monte Carlo) is scored by AUROC on the realised binary outcome.
+over the population (Monte Carlo) is scored by AUROC on the realised binary outcome, beside
+the three ceilings of truth/ceiling.json (from the data each patient has, from the latents
+of the modalities each patient has, and with everything known).
 
     .venv/bin/medweave synth --out /tmp/c --patients 2000 --seed 1
     .venv/bin/python benchmarks/signal_by_modality.py /tmp/c
@@ -45,10 +47,10 @@ def main(cohort: Path) -> None:
     rng = np.random.default_rng(0)
     for modality in ("ehr", *_model.OPTIONAL_MODALITIES):
         auc = roc_auc_score(y, modality_only(latents, modality, rng))
-        print(f"{modality:12s} alone: AUROC {auc:.3f}")
+        print(f"{modality:16s} alone: AUROC {auc:.3f}")
     ceiling = json.loads((cohort / "truth" / "ceiling.json").read_text())
-    for name in ("observed", "oracle"):
-        print(f"{name:12s} ceiling: AUROC {ceiling[name]['auroc']:.3f}")
+    for name in ("observed", "observed_latents", "oracle"):
+        print(f"{name:16s} ceiling: AUROC {ceiling[name]['auroc']:.3f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from medweave import __version__
 from medweave._atomic import atomic_dir, check_output_dir
 from medweave.errors import InputError
 from medweave.synth import _model, environment, imaging, omics, omop
-from medweave.synth._ceiling import ceilings
+from medweave.synth._ceiling import ceilings, measured_posteriors
 
 __all__ = ["MECHANISMS", "SynthSummary", "synthesize"]
 
@@ -188,17 +188,6 @@ def synthesize(
     person = ehr.tables["person"]
     person.loc[~present["environment"], "location_id"] = pd.NA
     clock.lap("draw")
-    p_obs, risk_obs = _model.observed_expectation(rng["mc"], latents, present)
-    p_true = _model.event_probability(eta)
-    ceiling = ceilings(
-        outcome=outcomes["outcome"].to_numpy(),
-        time=outcomes["time"].to_numpy(),
-        event=outcomes["event"].to_numpy(),
-        oracle=(p_true, eta),
-        observed=(p_obs, risk_obs),
-    )
-
-    clock.lap("ceilings")
 
     # --- write -------------------------------------------------------------------------
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -247,14 +236,27 @@ def synthesize(
             }
         )
         index_table.to_parquet(tmp / "index.parquet", index=False)
-        truth = _truth_table(
-            demo, latents, lesions, pm25_mean, eta, p_true, p_obs, risk_obs, present
+        (tmp / "cohort.yaml").write_text(COHORT_YAML)
+        clock.lap("index")
+        # The ceilings need the written data: what the data reveal of each latent is
+        # measured the way a user would read it.
+        scores = _scores(
+            rng["mc"], tmp, demo=demo, latents=latents, eta=eta, present=present, seed=seed
         )
+        ceiling = ceilings(
+            outcome=outcomes["outcome"].to_numpy(),
+            time=outcomes["time"].to_numpy(),
+            event=outcomes["event"].to_numpy(),
+            oracle=scores["true"],
+            observed=scores["observed"],
+            observed_latents=scores["observed_latents"],
+        )
+        clock.lap("ceilings")
+        truth = _truth_table(demo, latents, lesions, pm25_mean, scores, present)
         (tmp / "truth").mkdir()
         truth.to_parquet(tmp / "truth" / "patients.parquet", index=False)
         _write_json(tmp / "truth" / "signal.json", _signal_description(members))
         _write_json(tmp / "truth" / "ceiling.json", ceiling)
-        (tmp / "cohort.yaml").write_text(COHORT_YAML)
         summary = SynthSummary(
             out=out,
             n_patients=n,
@@ -266,7 +268,7 @@ def synthesize(
             median_followup_days=float(np.median(outcomes["time"])),
             present={"ehr": n, **{m: int(v.sum()) for m, v in present.items()}},
             rows={**ehr.row_counts(), "dicom_files": len(dicoms), "exposure_rows": n_exposure_rows},
-            ceiling={k: v for k, v in ceiling.items() if k in ("oracle", "observed")},
+            ceiling={k: ceiling[k] for k in ("oracle", "observed_latents", "observed")},
         )
         summary.files = sorted(
             str(p.relative_to(tmp))
@@ -274,7 +276,7 @@ def synthesize(
             if p.is_file() and p.parent.name != "imaging"
         )
         _write_json(tmp / "manifest.json", _manifest(summary))
-        clock.lap("index_truth")
+        clock.lap("truth")
     summary.seconds = clock.laps
     return summary
 
@@ -292,15 +294,37 @@ class _Clock:
         self._t = now
 
 
+def _scores(
+    rng: np.random.Generator,
+    folder: Path,
+    *,
+    demo: pd.DataFrame,
+    latents: dict[str, np.ndarray],
+    eta: np.ndarray,
+    present: dict[str, np.ndarray],
+    seed: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(event probability, risk score) per patient: the truth, and the true model averaged
+    over what is unknown given the latents of the modalities present (``observed_latents``)
+    or given the data written to ``folder`` (``observed``)."""
+    latents_only = _model.observed_expectation(rng, latents, present)
+    posteriors = measured_posteriors(
+        folder, patient_ids=demo["patient_id"].tolist(), latents=latents, seed=seed
+    )
+    observed = _model.measured_expectation(rng, latents, present, posteriors)
+    return {
+        "true": (_model.event_probability(eta), eta),
+        "observed": observed,
+        "observed_latents": latents_only,
+    }
+
+
 def _truth_table(
     demo: pd.DataFrame,
     latents: dict[str, np.ndarray],
     lesions: imaging.LesionSet,
     pm25_mean: np.ndarray,
-    eta: np.ndarray,
-    p_true: np.ndarray,
-    p_obs: np.ndarray,
-    risk_obs: np.ndarray,
+    scores: dict[str, tuple[np.ndarray, np.ndarray]],
     present: dict[str, np.ndarray],
 ) -> pd.DataFrame:
     table = pd.DataFrame({"person_id": demo["person_id"], "patient_id": demo["patient_id"]})
@@ -320,10 +344,9 @@ def _truth_table(
     table["lesion_count"] = lesions.count
     table["lesion_area_px"] = lesions.area
     table["pm25_mean_365d"] = pm25_mean
-    table["risk_true"] = eta
-    table["p_true"] = p_true
-    table["risk_observed"] = risk_obs
-    table["p_observed"] = p_obs
+    for name in ("true", "observed", "observed_latents"):
+        table[f"risk_{name}"] = scores[name][1]
+        table[f"p_{name}"] = scores[name][0]
     for m, mask in present.items():
         table[f"has_{m}"] = mask
     return table

@@ -27,6 +27,7 @@ __all__ = [
     "OPTIONAL_MODALITIES",
     "event_probability",
     "linear_predictor",
+    "measured_expectation",
     "observed_expectation",
     "sample_demographics",
     "sample_missingness",
@@ -222,6 +223,46 @@ def observed_expectation(
     expected event probability within the horizon and the log of the expected hazard
     ratio (the risk score for the C-index).
     """
+    return _expectation(_prior_draws(rng, latents, present, n_draws=n_draws))
+
+
+def measured_expectation(
+    rng: np.random.Generator,
+    latents: dict[str, np.ndarray],
+    present: dict[str, np.ndarray],
+    posteriors: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    n_draws: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The true model averaged over what each patient's data leave unknown about the latents.
+
+    As :func:`observed_expectation` for the latents of missing modalities (their population
+    prior); in addition, the latents in ``posteriors`` are drawn, for the patients in its
+    mask, from a normal posterior: ``posteriors[names] = (mask (n,), mean (n, k), covariance
+    (k, k))`` with ``k = len(names)``. Latents in neither stay at their true value (measured
+    exactly). Returns the expected event probability and the log expected hazard ratio.
+    """
+    draws = _prior_draws(rng, latents, present, n_draws=n_draws)
+    for names, (mask, mean, cov) in posteriors.items():
+        rows = np.flatnonzero(mask)
+        # A square root of the covariance that also takes a singular one.
+        w, v = np.linalg.eigh(np.atleast_2d(cov))
+        noise = rng.standard_normal((rows.size, n_draws, len(names)))
+        noise = noise @ (v * np.sqrt(np.clip(w, 0.0, None))).T
+        for j, name in enumerate(names):
+            draws[name][rows] = mean[rows, j][:, None] + noise[:, :, j]
+    return _expectation(draws)
+
+
+def _prior_draws(
+    rng: np.random.Generator,
+    latents: dict[str, np.ndarray],
+    present: dict[str, np.ndarray],
+    *,
+    n_draws: int,
+) -> dict[str, np.ndarray]:
+    """(n, n_draws) draws of every latent: the patient's own value, or for a missing
+    modality, values of random patients (the population prior, modules drawn jointly)."""
     n = len(latents["s_ehr"])
     draws = {k: np.broadcast_to(v[:, None], (n, n_draws)).copy() for k, v in latents.items()}
     for modality, names in MODALITY_LATENTS.items():
@@ -231,6 +272,10 @@ def observed_expectation(
         donor = rng.integers(0, n, (int(missing.sum()), n_draws))
         for name in names:
             draws[name][missing] = latents[name][donor]
+    return draws
+
+
+def _expectation(draws: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     eta = linear_predictor(draws)
     p = event_probability(eta).mean(axis=1)
     log_mean_hr = np.log(np.exp(eta).mean(axis=1))
