@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # instead of resolving `torch>=2.4` to a multi-GB CUDA build. Override as needed,
 # e.g. `make test TORCH='torch --index-url <your CPU index>'`.
 TORCH ?= torch==2.13.0
-DEMO_OUT ?= demo-cohort
+DEMO_OUT ?= medweave-demo
 
 .PHONY: demo test lint browser bench install clean
 
@@ -28,8 +28,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/medweave synth --out $(DEMO_OUT) --patients 2000 --seed 0 --overwrite
-	$(BIN)/medweave build $(DEMO_OUT)/cohort.yaml --out $(DEMO_OUT)/built --overwrite
+	$(BIN)/medweave demo --out $(DEMO_OUT)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
@@ -54,6 +53,7 @@ test: lint browser
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_omop.py
+	$(BIN)/python benchmarks/bench_demo.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

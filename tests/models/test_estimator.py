@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
@@ -165,3 +166,40 @@ def test_images_train_end_to_end(split: tuple[Cohort, Cohort]) -> None:
     assert np.isfinite(proba).all()
     assert est.preps_["imaging"].input_shape() == (1, 32, 32)
     assert est.encoder_configs_["imaging"]["name"] == "image_cnn"
+
+
+def test_pretrained_encoder_is_trained_once_and_shared(
+    split: tuple[Cohort, Cohort], tmp_path: Path
+) -> None:
+    train, test = split
+    store = tmp_path / "store"
+    common = {**FAST, "pretrain": ["ehr"], "encoder_store": str(store)}
+    single = MultimodalEstimator(modalities=["ehr"], **common).fit(train)
+    assert len(list(store.glob("*.safetensors"))) == 1
+    fused = MultimodalEstimator(modalities=["ehr", "omics"], fusion="late", **common).fit(train)
+    assert len(list(store.glob("*.safetensors"))) == 1  # reused, not trained again
+    a = single.net_.encoders["ehr"].state_dict()
+    b = fused.net_.encoders["ehr"].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # ... and stays frozen while the rest of the network trains.
+    assert not any(p.requires_grad for p in fused.net_.encoders["ehr"].parameters())
+    # Without the store the same encoder comes out of training again.
+    fresh = MultimodalEstimator(modalities=["ehr"], **{**common, "encoder_store": None})
+    np.testing.assert_array_equal(fresh.fit(train).predict_proba(test), single.predict_proba(test))
+
+
+def test_principal_components_are_fitted_on_training_rows_and_kept_in_bundles(
+    split: tuple[Cohort, Cohort], tmp_path: Path
+) -> None:
+    train, test = split
+    est = MultimodalEstimator(modalities=["ehr", "omics"], pca={"omics": 6}, **FAST).fit(train)
+    assert est.preps_["omics"].input_shape() == (6,)
+    scores = est.preps_["omics"].transform(train.modalities["omics"]).numpy()
+    present = train.modalities["omics"].present
+    # Whitened scores: unit variance on the training patients who have omics.
+    np.testing.assert_allclose(scores[present].std(axis=0, ddof=1), 1.0, rtol=0.05)
+    est.save(tmp_path / "pca")
+    again = MultimodalEstimator.load(tmp_path / "pca")
+    np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
+    with pytest.raises(InputError, match=r"pca: \['omic'\] not among the cohort's modalities"):
+        MultimodalEstimator(modalities=["ehr"], pca={"omic": 4}, **FAST).fit(train)

@@ -29,9 +29,13 @@ log = logging.getLogger(__name__)
 class ModalityPrep:
     """The fitted preprocessing of one modality.
 
-    tabular / exposure / embedding: median imputation, missing-value indicators for
-    features that were ever missing in training, z-scoring; omics: log1p, top-variance
-    genes, z-scoring; image: :func:`medweave.sources.imaging.load_image` at ``image_size``.
+    tabular / exposure / embedding: log1p of skewed non-negative features (counts, days),
+    median imputation, missing-value indicators for features that were ever missing in
+    training, z-scoring; omics: log1p, top-variance genes, z-scoring; then, with
+    ``components``, the whitened scores on the training patients' top principal components
+    (a latent state that shows in many correlated features — severity in labs and visits,
+    a gene module — becomes a few inputs instead of hundreds); image:
+    :func:`medweave.sources.imaging.load_image` at ``image_size``.
     """
 
     name: str
@@ -49,8 +53,31 @@ class ModalityPrep:
         *,
         omics_top_genes: int,
         image_size: tuple[int, ...],
+        components: int | None = None,
     ) -> ModalityPrep:
         """Fit on the training ``rows`` of ``block`` that have the modality."""
+        prep = cls._fit(block, rows, omics_top_genes=omics_top_genes, image_size=image_size)
+        if components and block.kind != "image":
+            prep.arrays.pop("basis", None)
+            z = prep.transform(block)[rows[block.present[rows]]].numpy().astype(np.float64)
+            k = max(1, min(int(components), z.shape[0] - 1, z.shape[1]))
+            center = z.mean(axis=0)
+            _, sv, vt = np.linalg.svd(z - center, full_matrices=False)
+            scale = sv[:k] / np.sqrt(max(len(z) - 1, 1))
+            prep.arrays.update(
+                {"pc_center": center, "basis": vt[:k], "pc_scale": np.where(scale > 0, scale, 1)}
+            )
+        return prep
+
+    @classmethod
+    def _fit(
+        cls,
+        block: ModalityBlock,
+        rows: np.ndarray,
+        *,
+        omics_top_genes: int,
+        image_size: tuple[int, ...],
+    ) -> ModalityPrep:
         train = rows[block.present[rows]]
         prep = cls(block.name, block.kind, list(block.feature_names))
         if block.kind == "image":
@@ -67,6 +94,8 @@ class ModalityPrep:
             prep.arrays = {"genes": t.genes_, "mean": t.mean_, "scale": t.scale_}
             return prep
         observed = ~np.isnan(x)
+        logged = _skewed(x)
+        x = np.where(logged, np.log1p(np.clip(x, 0, None)), x)
         keep = observed.any(axis=0)
         median = np.where(keep, np.nanmedian(np.where(observed, x, np.nan), axis=0), 0.0)
         filled = np.where(observed, x, median)
@@ -79,6 +108,7 @@ class ModalityPrep:
             "mean": mean,
             "scale": np.where(sd > 0, sd, 1.0),
             "indicator": indicator,
+            "log": logged,
         }
         return prep
 
@@ -86,6 +116,8 @@ class ModalityPrep:
     @property
     def out_features(self) -> int:
         a = self.arrays
+        if "basis" in a:
+            return len(a["basis"])
         if self.kind == "omics":
             return len(a["genes"])
         return int(a["keep"].sum() + a["indicator"].sum())
@@ -107,10 +139,14 @@ class ModalityPrep:
             out = (data[:, a["genes"].astype(int)] - a["mean"]) / a["scale"]
         else:
             observed = ~np.isnan(x)
+            if "log" in a:
+                x = np.where(a["log"].astype(bool), np.log1p(np.clip(x, 0, None)), x)
             filled = np.where(observed, x, a["median"])
             z = (filled - a["mean"]) / a["scale"]
             keep, ind = a["keep"].astype(bool), a["indicator"].astype(bool)
             out = np.concatenate([z[:, keep], (~observed[:, ind]).astype(np.float64)], axis=1)
+        if "basis" in a:
+            out = ((np.nan_to_num(out) - a["pc_center"]) @ a["basis"].T) / a["pc_scale"]
         out[~present] = 0.0
         return torch.from_numpy(np.nan_to_num(out).astype(np.float32))
 
@@ -171,6 +207,17 @@ class ModalityPrep:
         }
 
 
+def _skewed(x: np.ndarray) -> np.ndarray:
+    """Columns to log1p: non-negative, with a long right tail (skewness > 2) — counts,
+    lengths of stay, days since an event."""
+    with np.errstate(all="ignore"):
+        lo = np.nanmin(np.where(np.isnan(x), np.inf, x), axis=0)
+        mean = np.nanmean(x, axis=0)
+        sd = np.nanstd(x, axis=0)
+        skew = np.nanmean(((x - mean) / np.where(sd > 0, sd, 1)) ** 3, axis=0)
+    return np.asarray((lo >= 0) & np.isfinite(lo) & (skew > 2), dtype=bool)
+
+
 def _mtime(path: str) -> int:
     # A series may be several files joined with os.pathsep: the newest one counts.
     return max(os.stat(p).st_mtime_ns for p in path.split(os.pathsep))
@@ -206,8 +253,10 @@ def fit_preps(
     *,
     omics_top_genes: int,
     image_size: tuple[int, ...],
+    components: dict[str, int] | None = None,
 ) -> dict[str, ModalityPrep]:
-    """Fit each modality's preprocessing on the training ``rows``."""
+    """Fit each modality's preprocessing on the training ``rows`` (``components``: the
+    number of principal components kept per modality, where given)."""
     out = {}
     for m in modalities:
         if m not in cohort.modalities:
@@ -215,7 +264,11 @@ def fit_preps(
                 f"modality {m!r} is not in the cohort; it has {', '.join(cohort.modalities)}"
             )
         out[m] = ModalityPrep.fit(
-            cohort.modalities[m], rows, omics_top_genes=omics_top_genes, image_size=image_size
+            cohort.modalities[m],
+            rows,
+            omics_top_genes=omics_top_genes,
+            image_size=image_size,
+            components=(components or {}).get(m),
         )
     return out
 

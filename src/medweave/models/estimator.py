@@ -173,6 +173,12 @@ class MultimodalEstimator(BaseEstimator):
         Modalities whose encoders are trained alone first and then frozen (see
         :meth:`fit`): a list of names, True for all, False for none; by default (None) the
         image modalities, whose encoders learn slowest and cost most.
+    pca
+        Principal components kept per feature modality, fitted on the training patients
+        (an int for every modality with more features, or modality -> int); None keeps
+        the features.
+    pretrain_lr
+        Learning rate of the stage-1 (pretrained) encoders; by default ``lr``.
     encoder_store
         A folder where stage-1 encoders are kept (safetensors), keyed by everything that
         determines them (modality, encoder, preprocessing, training rows, target, seed and
@@ -201,10 +207,12 @@ class MultimodalEstimator(BaseEstimator):
         max_epochs: int = 80,
         batch_size: int = 128,
         lr: float = 2e-3,
+        pretrain_lr: float | None = None,
         weight_decay: float = 1e-2,
         val_fraction: float = 0.15,
         patience: int = 10,
         omics_top_genes: int = 500,
+        pca: int | dict[str, int] | None = None,
         image_size: tuple[int, ...] = (64, 64),
         seed: int = 0,
         accelerator: str = "cpu",
@@ -228,10 +236,12 @@ class MultimodalEstimator(BaseEstimator):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.pretrain_lr = pretrain_lr
         self.weight_decay = weight_decay
         self.val_fraction = val_fraction
         self.patience = patience
         self.omics_top_genes = omics_top_genes
+        self.pca = pca
         self.image_size = image_size
         self.seed = seed
         self.accelerator = accelerator
@@ -295,12 +305,13 @@ class MultimodalEstimator(BaseEstimator):
             train,
             omics_top_genes=self.omics_top_genes,
             image_size=tuple(self.image_size),
+            components=self._components(cohort, modalities),
         )
         batch = prepare(cohort, self.preps_)
         self.task_ = task
         self.net_ = self._build_net()
         self.modalities_ = modalities
-        staged = self._pretrained_modalities(modalities)
+        staged = self._pretrained_modalities(modalities, list(cohort.modalities))
         if not staged:
             self.n_epochs_ = self._train(self.net_, batch, target, train, val)
         elif len(modalities) == 1:
@@ -318,6 +329,8 @@ class MultimodalEstimator(BaseEstimator):
         target: torch.Tensor,
         train: np.ndarray,
         val: np.ndarray,
+        *,
+        lr: float | None = None,
     ) -> int:
         """Train ``net`` on rows ``train`` with early stopping on ``val``; restore the best
         epoch's weights. Returns the number of epochs run."""
@@ -325,7 +338,11 @@ class MultimodalEstimator(BaseEstimator):
         if len(val) < 2:  # too few to validate on: monitor the training rows instead
             val = train
         lit = _Lit(
-            net, self.task_, lr=self.lr, weight_decay=self.weight_decay, aux_weight=self.aux_weight
+            net,
+            self.task_,
+            lr=lr or self.lr,
+            weight_decay=self.weight_decay,
+            aux_weight=self.aux_weight,
         )
         train_dl = DataLoader(
             _Rows(batch, target, train),
@@ -393,7 +410,7 @@ class MultimodalEstimator(BaseEstimator):
             single.load_state_dict(state)
             epochs = int(store.epochs(key))
         else:
-            epochs = self._train(single, sub, target, train, val)
+            epochs = self._train(single, sub, target, train, val, lr=self.pretrain_lr)
             if store is not None:
                 store.put(key, single.state_dict(), epochs=epochs)
         if whole:
@@ -417,17 +434,34 @@ class MultimodalEstimator(BaseEstimator):
         return _Net({modality: encoder}, fusion, head, modality_dropout=0.0)
 
     @torch.no_grad()
-    def _pretrained_modalities(self, modalities: list[str]) -> list[str]:
+    def _components(self, cohort: Cohort, modalities: list[str]) -> dict[str, int]:
+        """Principal components per modality (``pca``): an int applies to every feature
+        modality with more features than that."""
+        if self.pca is None:
+            return {}
+        if isinstance(self.pca, dict):  # shared by a study's models: others' entries unused
+            unknown = sorted(set(self.pca) - set(cohort.modalities))
+            if unknown:
+                raise InputError(
+                    f"pca: {unknown} not among the cohort's modalities {list(cohort.modalities)}"
+                )
+            return {m: int(k) for m, k in self.pca.items() if m in modalities}
+        return {
+            m: int(self.pca)
+            for m in modalities
+            if cohort.modalities[m].kind != "image"
+            and len(cohort.modalities[m].feature_names) > int(self.pca)
+        }
+
+    def _pretrained_modalities(self, modalities: list[str], available: list[str]) -> list[str]:
         """The modalities whose encoders are trained alone first (see ``pretrain``)."""
         if self.pretrain is None:
             return [m for m in modalities if self.preps_[m].kind == "image"]
         if isinstance(self.pretrain, bool):
             return list(modalities) if self.pretrain else []
-        unknown = sorted(set(self.pretrain) - set(modalities))
-        if unknown:
-            raise InputError(
-                f"pretrain: {unknown} not among the modalities {modalities}; list some of them"
-            )
+        unknown = sorted(set(self.pretrain) - set(available))
+        if unknown:  # names of other modalities are fine: a study's models share the list
+            raise InputError(f"pretrain: {unknown} not among the cohort's modalities {available}")
         return [m for m in modalities if m in self.pretrain]
 
     def _fit_fusion(
@@ -582,7 +616,7 @@ class MultimodalEstimator(BaseEstimator):
         est.preps_ = {}
         for p in meta["preprocessing"]:
             prep = ModalityPrep.from_json(p, arrays)
-            for k in ("keep", "indicator"):
+            for k in ("keep", "indicator", "log"):
                 if k in prep.arrays:
                     prep.arrays[k] = prep.arrays[k].astype(bool)
             if "genes" in prep.arrays:
@@ -676,12 +710,12 @@ def _store_key(
             "fused_dim",
             "max_epochs",
             "batch_size",
-            "lr",
             "weight_decay",
             "patience",
             "seed",
         )
     }
+    settings["lr"] = est.pretrain_lr or est.lr
     enc = est.encoder_configs_[modality]
     arrays = [prep.tensors()[k] for k in sorted(prep.tensors())]
     return _digest(

@@ -94,7 +94,7 @@ class ImageCNNEncoder(Encoder):
         *,
         out_dim: int = 64,
         arch: str = "small",
-        channels: Sequence[int] = (16, 32, 64),
+        channels: Sequence[int] = (8, 16, 32),
         norm: str = "group",
         freeze: bool = False,
     ) -> None:

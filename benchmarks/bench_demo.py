@@ -1,0 +1,60 @@
+"""`medweave demo` end to end: wall time, peak memory and where the time goes.
+
+Synthesises 2,000 patients, runs the default study (every single modality, six fusion
+strategies and LightGBM under 3-fold cross-validation, then every neural model on all
+patients, bootstrap evaluation, stratification and the report) and prints the comparison
+of each model with the ceiling. Issue target: under 10 minutes on 2 CPU cores.
+
+    .venv/bin/python benchmarks/bench_demo.py [--patients N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from _measure import measure
+from medweave.experiment._demo import run_demo
+from medweave.synth import synthesize
+
+TARGET_SECONDS = 600.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--patients", type=int, default=2000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="medweave-bench-demo-"))
+    try:
+        t0 = time.perf_counter()
+        synthesize(tmp / "cohort", n_patients=args.patients, seed=0)
+        synth_seconds = time.perf_counter() - t0
+        result, seconds, peak = measure(lambda: run_demo(tmp, quiet=True))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    res = result.results
+    total = synth_seconds + seconds
+    print(f"medweave demo, {args.patients} patients, {os.cpu_count()} cores")
+    print(
+        f"  wall time   {total:7.1f} s (synth {synth_seconds:.1f} s + run {seconds:.1f} s; "
+        f"target < {TARGET_SECONDS:.0f} s)"
+    )
+    print(f"  peak memory {peak / 1024**2:7.0f} MiB")
+    steps = res["timing"]["steps"]
+    for name, value in sorted(steps.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:32s} {value:7.1f} s")
+    main_metric = "auroc"
+    ceiling = (res.get("ceiling") or {}).get("observed", {}).get(main_metric)
+    print(f"  observed-data ceiling AUROC {ceiling}")
+    for m in sorted(res["models"], key=lambda m: -m["metrics"][main_metric]["estimate"]):
+        e = m["metrics"][main_metric]
+        print(f"  {m['name']:22s} {e['estimate']:.3f} ({e['ci_low']:.3f}-{e['ci_high']:.3f})")
+    return 0 if total < TARGET_SECONDS else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
