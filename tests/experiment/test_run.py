@@ -118,3 +118,27 @@ def test_ray_executor_gives_the_same_results(finished: RunResult, study_root: Pa
     assert a.keys() == b.keys()
     for name in a:
         assert a[name] == pytest.approx(b[name], abs=1e-6), name
+
+
+def test_survival_study_end_to_end(study_root: Path) -> None:
+    path = write_study(
+        study_root,
+        "small-survival",
+        task="survival",
+        modalities=["ehr", "environment"],
+        models={"singles": True, "fusions": ["late"], "baselines": ["coxph"]},
+    )
+    run = run_study(path, study_root / "run-survival", quiet=True)
+    res = run.results
+    validate_results(json.loads((run.out / "results.json").read_text()))
+    assert res["task"] == "survival"
+    names = [m["name"] for m in res["models"]]
+    assert names == ["single:ehr", "single:environment", "fusion:late", "coxph"]
+    for m in res["models"]:
+        metrics = m["metrics"]
+        assert {"c_harrell", "c_uno", "td_auc", "ibs"} <= set(metrics)
+        assert 0.5 < metrics["c_harrell"]["estimate"] < 1.0, m["name"]
+        assert m["curves"]["td_auc"]["times"]
+    assert res["ceiling"]["observed"]["c_harrell"] <= res["ceiling"]["oracle"]["c_harrell"]
+    assert res["stratification"]["risk_groups"]["logrank"]["p_value"] < 0.05
+    assert run.report.is_file()
