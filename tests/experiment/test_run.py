@@ -15,6 +15,7 @@ import pytest
 
 from medweave.cli import main
 from medweave.experiment import RunResult, run_study
+from medweave.models.baselines import LightGBMBaseline
 from medweave.models.estimator import MultimodalEstimator
 from medweave.report import validate_results
 
@@ -66,6 +67,7 @@ def test_run_folder_holds_report_log_and_reloadable_bundles(finished: RunResult)
     assert "single:imaging" in (out / "log.txt").read_text()
     est = MultimodalEstimator.load(out / "models" / "fusion_concat")
     assert est.modalities_ == MODALITIES
+    assert LightGBMBaseline.load(out / "models" / "lightgbm").modalities_ == ["ehr", "environment"]
     # The image encoder was trained once per fold and reused by the fusion model.
     assert len(list((out / "cache" / "encoders").glob("*.safetensors"))) == 3
     assert not list(out.rglob("*.tmp-*"))  # nothing half-written

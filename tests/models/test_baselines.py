@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -295,3 +297,17 @@ def test_coxph_targets(train: Cohort) -> None:
         CoxPHBaseline().fit(no_outcome)
     with pytest.raises(NotFittedError):
         CoxPHBaseline().predict_risk(train)
+
+
+def test_lightgbm_bundle_reloads_with_identical_predictions(
+    train: Cohort, test: Cohort, tmp_path: Path
+) -> None:
+    est = LightGBMBaseline(task="binary", n_estimators=40).fit(train)
+    est.save(tmp_path / "lgbm")
+    assert sorted(p.name for p in (tmp_path / "lgbm").iterdir()) == ["bundle.json", "model.txt"]
+    again = LightGBMBaseline.load(tmp_path / "lgbm")
+    np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
+    np.testing.assert_array_equal(again.predict(test), est.predict(test))
+    (tmp_path / "lgbm" / "bundle.json").write_text('{"format": "other"}')
+    with pytest.raises(InputError, match="expected 'medweave-lightgbm/1'"):
+        LightGBMBaseline.load(tmp_path / "lgbm")

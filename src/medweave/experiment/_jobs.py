@@ -101,10 +101,13 @@ def make_estimator(job: FoldJob) -> Any:
 
     spec = job.model
     if spec.kind == "lightgbm":
-        # One thread: jobs already fill the cores, and LightGBM's OpenMP threads slow down
-        # many-fold when they compete with PyTorch's (results are the same: deterministic).
+        # On Ray each job gets one core (job.threads); in-process all of them. LightGBM is
+        # deterministic whatever its thread count.
         return LightGBMBaseline(
-            task="binary", modalities=list(spec.modalities), random_state=job.seed, num_threads=1
+            task="binary",
+            modalities=list(spec.modalities),
+            random_state=job.seed,
+            num_threads=job.threads,
         )
     if spec.kind == "coxph":
         return CoxPHBaseline(modalities=list(spec.modalities), max_features=50)

@@ -16,8 +16,11 @@ They follow scikit-learn's conventions (parameters stored by the constructor,
 from __future__ import annotations
 
 import difflib
+import json
+import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +28,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
+from medweave._atomic import atomic_dir
 from medweave.cohort import Cohort
 from medweave.errors import InputError
 from medweave.models.survival import SurvivalTarget, as_survival
@@ -160,6 +164,9 @@ class _CohortBaseline(BaseEstimator):
 
 
 # --- LightGBM --------------------------------------------------------------------------------
+LIGHTGBM_FORMAT = "medweave-lightgbm/1"
+
+
 class LightGBMBaseline(_CohortBaseline):
     """Gradient boosting (LightGBM) on the concatenated features of the cohort's feature
     blocks; NaN (a missing modality or measurement) is handled natively by the trees.
@@ -307,6 +314,46 @@ class LightGBMBaseline(_CohortBaseline):
         target = _outcome(cohort, y, survival=False)
         return self.task_.score(self.predict_output(cohort), target)
 
+    # --- bundles -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write a bundle: ``model.txt`` (LightGBM's own text model format) and
+        ``bundle.json`` (parameters, task, modalities, feature schema) — no pickle."""
+        self._check_fitted()
+        meta = {
+            "format": LIGHTGBM_FORMAT,
+            "params": _plain(self.get_params()),
+            "task": {"name": self.task, "state": self.task_.get_state()},
+            "modalities": list(self.modalities_),
+            "feature_names": list(self.feature_names_),
+        }
+        out = Path(path)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            self.model_.booster_.save_model(str(tmp / "model.txt"))
+            (tmp / "bundle.json").write_text(json.dumps(meta, indent=2))
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LightGBMBaseline:
+        """Rebuild a baseline written by :meth:`save`; predictions are identical."""
+        import lightgbm as lgb
+
+        root = Path(path)
+        meta_path = root / "bundle.json"
+        if not meta_path.is_file():
+            raise InputError(f"{root}: not a medweave LightGBM bundle (no bundle.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != LIGHTGBM_FORMAT:
+            raise InputError(
+                f"{meta_path}: format {meta.get('format')!r}, expected {LIGHTGBM_FORMAT!r}"
+            )
+        est = cls(**meta["params"])
+        est.task_ = Task.from_state(meta["task"]["name"], meta["task"]["state"])
+        est.modalities_ = list(meta["modalities"])
+        est.feature_names_ = list(meta["feature_names"])
+        est.n_features_in_ = len(est.feature_names_)
+        est.model_ = _Booster(lgb.Booster(model_file=str(root / "model.txt")), task=est.task)
+        return est
+
     def feature_importances(self, *, importance_type: str = "gain") -> pd.Series:
         """Importance per feature ("modality:feature"), largest first."""
         self._check_fitted()
@@ -314,6 +361,30 @@ class LightGBMBaseline(_CohortBaseline):
         return pd.Series(values, index=self.feature_names_, name=importance_type).sort_values(
             ascending=False
         )
+
+
+class _Booster:
+    """A loaded LightGBM booster behind the part of the scikit-learn wrapper's API that
+    :class:`LightGBMBaseline` uses (``predict``, ``predict_proba``, ``booster_``)."""
+
+    def __init__(self, booster: Any, *, task: str) -> None:
+        self.booster_, self.task = booster, task
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster_.predict(x))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = np.asarray(self.booster_.predict(x), dtype=np.float64)
+        return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
+
+
+def _plain(obj: Any) -> Any:
+    """Parameters as JSON values (tuples as lists, numpy scalars as Python numbers)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj.item() if isinstance(obj, np.generic) else obj
 
 
 # --- Cox proportional hazards ---------------------------------------------------------------
