@@ -187,8 +187,6 @@ def run_study(
     base_dir: str | Path | None = None,
 ) -> RunResult:
     """Run a study end to end; see the module docstring for what lands in ``out``."""
-    from medweave.report import render, validate_results
-
     if not isinstance(study, StudyConfig):
         base = Path(study).resolve().parent
         study = load_study(study)
@@ -198,9 +196,7 @@ def run_study(
     _prepare_dir(out, resume=resume, overwrite=overwrite)
     handler = _log_to(out)
     try:
-        return _run(
-            study, base, out, resume=resume, quiet=quiet, render=render, validate=validate_results
-        )
+        return _run(study, base, out, resume=resume, quiet=quiet)
     finally:
         logging.getLogger("medweave").removeHandler(handler)
         handler.close()
@@ -213,17 +209,17 @@ def _run(
     *,
     resume: bool,
     quiet: bool,
-    render: Any,
-    validate: Any,
 ) -> RunResult:
+    from medweave.report import render, validate_results
+
     t_start = time.perf_counter()
     steps: dict[str, float] = {}
     t0 = time.perf_counter()
     cohort_dir = out / "cohort"
     if resume and cohort_dir.is_dir():
         cohort = Cohort.load(cohort_dir)
-        truth_path = Path(json.loads((out / "run.json").read_text()).get("truth") or "") or None
-        truth = truth_path if truth_path and truth_path.is_file() else None
+        saved = json.loads((out / "run.json").read_text()).get("truth")
+        truth = Path(saved) if saved and Path(saved).is_file() else None
     else:
         cohort, truth = load_cohort(study, base)
     modalities = list(study.modalities or cohort.modalities)
@@ -347,7 +343,7 @@ def _run(
     steps["stratification"] = time.perf_counter() - t0
     steps.update({f"fit {name}": round(s, 2) for name, s in fit_seconds.items()})
     doc["timing"] = {"total_seconds": time.perf_counter() - t_start, "steps": steps}
-    validate(doc)
+    validate_results(doc)
     with atomic_file(out / "results.json") as tmp:
         tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))
     t0 = time.perf_counter()
