@@ -148,7 +148,13 @@ def print_results(results: dict[str, Any], *, quiet: bool) -> None:
     diffs = {c["model"]: c for c in results["comparisons"]}
     table = Table(title=f"{results['study']['name']}: {main}", title_justify="left")
     for col in ("model", "modalities", main, "95% CI", "vs best single", "p"):
-        table.add_column(col, justify="left" if col in ("model", "modalities") else "right")
+        left = col in ("model", "modalities")
+        table.add_column(
+            col,
+            justify="left" if left else "right",
+            no_wrap=col != "modalities",
+            overflow="fold",
+        )
 
     def fmt(x: float | None) -> str:
         return "—" if x is None else f"{x:.3f}"
@@ -162,7 +168,7 @@ def print_results(results: dict[str, Any], *, quiet: bool) -> None:
         d = diffs.get(m["name"])
         table.add_row(
             m["name"],
-            "+".join(m["modalities"]),
+            " ".join(m["modalities"]),
             fmt(est["estimate"]),
             f"{fmt(est['ci_low'])}–{fmt(est['ci_high'])}",
             f"{d['difference']:+.3f}" if d and d["difference"] is not None else "",
