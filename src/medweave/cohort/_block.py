@@ -79,7 +79,8 @@ class ModalityBlock:
     def reindex(self, ids: list[str]) -> ModalityBlock:
         """The block on the patient list ``ids``: absent patients get present=False, NaN rows."""
         pos = {pid: i for i, pid in enumerate(self.ids)}
-        unknown = [pid for pid in self.ids if pid not in set(ids)]
+        wanted = set(ids)
+        unknown = [pid for pid in self.ids if pid not in wanted]
         if unknown:
             raise InputError(
                 f"block {self.name!r}: {len(unknown)} patient ids are not in the cohort "
