@@ -15,7 +15,7 @@ import pytest
 
 from medweave.cli import main
 from medweave.experiment import RunResult, run_study
-from medweave.models.baselines import LightGBMBaseline
+from medweave.models.baselines import CoxPHBaseline, LightGBMBaseline
 from medweave.models.estimator import MultimodalEstimator
 from medweave.report import validate_results
 
@@ -144,3 +144,4 @@ def test_survival_study_end_to_end(study_root: Path) -> None:
     assert res["ceiling"]["observed"]["c_harrell"] <= res["ceiling"]["oracle"]["c_harrell"]
     assert res["stratification"]["risk_groups"]["logrank"]["p_value"] < 0.05
     assert run.report.is_file()
+    assert CoxPHBaseline.load(run.out / "models" / "coxph").columns_

@@ -311,3 +311,17 @@ def test_lightgbm_bundle_reloads_with_identical_predictions(
     (tmp_path / "lgbm" / "bundle.json").write_text('{"format": "other"}')
     with pytest.raises(InputError, match="expected 'medweave-lightgbm/1'"):
         LightGBMBaseline.load(tmp_path / "lgbm")
+
+
+def test_coxph_bundle_reloads_with_identical_predictions(
+    train: Cohort, test: Cohort, tmp_path: Path
+) -> None:
+    est = CoxPHBaseline(max_features=20).fit(train)
+    est.save(tmp_path / "cox")
+    again = CoxPHBaseline.load(tmp_path / "cox")
+    np.testing.assert_allclose(again.predict_risk(test), est.predict_risk(test), rtol=1e-12)
+    times = [100.0, 365.0, 730.0]
+    np.testing.assert_allclose(
+        again.predict_survival(test, times), est.predict_survival(test, times), rtol=1e-10
+    )
+    assert again.score(test) == pytest.approx(est.score(test))

@@ -282,8 +282,6 @@ def _run(
             )
     all_rows = np.arange(cohort.n)
     for spec in specs:
-        if spec.kind == "coxph":  # no bundle format for the lifelines model (yet)
-            continue
         jobs.append(
             FoldJob(
                 model=spec,

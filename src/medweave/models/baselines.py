@@ -388,6 +388,30 @@ def _plain(obj: Any) -> Any:
 
 
 # --- Cox proportional hazards ---------------------------------------------------------------
+COXPH_FORMAT = "medweave-coxph/1"
+
+
+class _CoxModel:
+    """A loaded Cox model behind the part of lifelines' ``CoxPHFitter`` API that
+    :class:`CoxPHBaseline` uses, with lifelines' formulas: the log partial hazard
+    ``(x - mean) @ coef`` and ``S(t) = exp(-H0(t) exp(lph))``, H0 linearly interpolated."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.params_ = pd.Series(meta["coef"], index=meta["columns"], dtype=np.float64)
+        self.norm_mean = np.asarray(meta["norm_mean"], dtype=np.float64)
+        self.times = np.asarray(meta["baseline_times"], dtype=np.float64)
+        self.cumhaz = np.asarray(meta["baseline_cumhaz"], dtype=np.float64)
+
+    def predict_log_partial_hazard(self, frame: pd.DataFrame) -> pd.Series:
+        x = frame[list(self.params_.index)].to_numpy(dtype=np.float64) - self.norm_mean
+        return pd.Series(x @ self.params_.to_numpy(), index=frame.index)
+
+    def predict_survival_function(self, frame: pd.DataFrame, times: np.ndarray) -> pd.DataFrame:
+        h0 = np.interp(times, self.times, self.cumhaz)
+        hazard = np.exp(self.predict_log_partial_hazard(frame).to_numpy())
+        return pd.DataFrame(np.exp(-np.outer(h0, hazard)), index=times, columns=frame.index)
+
+
 class CoxPHBaseline(_CohortBaseline):
     """A penalised Cox proportional-hazards model (lifelines ``CoxPHFitter``, Efron ties)
     on the concatenated features.
@@ -507,6 +531,57 @@ class CoxPHBaseline(_CohortBaseline):
         frame = self.transform(cohort)
         surv = self.model_.predict_survival_function(frame, times=np.asarray(times, dtype=float))
         return np.asarray(surv, dtype=np.float64).T
+
+    # --- bundles -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write ``bundle.json``: parameters, feature schema, imputation, and the fitted
+        model (coefficients, centring, Breslow baseline cumulative hazard) — no pickle."""
+        if not hasattr(self, "model_"):
+            raise NotFittedError("CoxPHBaseline is not fitted; call fit(cohort) first")
+        model = self.model_
+        baseline = model.baseline_cumulative_hazard_
+        meta = {
+            "format": COXPH_FORMAT,
+            "params": _plain(self.get_params()),
+            "modalities": list(self.modalities_),
+            "feature_names": list(self.feature_names_),
+            "keep": self.keep_.tolist(),
+            "medians": self.medians_.tolist(),
+            "indicators": np.asarray(self.indicators_).tolist(),
+            "columns_mask": np.asarray(self.columns_mask_).tolist(),
+            "columns": list(self.columns_),
+            "coef": model.params_.to_numpy().tolist(),
+            "norm_mean": model._norm_mean.to_numpy().tolist(),
+            "baseline_times": baseline.index.to_numpy(dtype=float).tolist(),
+            "baseline_cumhaz": baseline.to_numpy(dtype=float)[:, 0].tolist(),
+        }
+        out = Path(path)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            (tmp / "bundle.json").write_text(json.dumps(meta))
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CoxPHBaseline:
+        """Rebuild a model written by :meth:`save`; risks and survival curves are identical."""
+        meta_path = Path(path) / "bundle.json"
+        if not meta_path.is_file():
+            raise InputError(f"{Path(path)}: not a medweave Cox PH bundle (no bundle.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != COXPH_FORMAT:
+            raise InputError(
+                f"{meta_path}: format {meta.get('format')!r}, expected {COXPH_FORMAT!r}"
+            )
+        est = cls(**meta["params"])
+        est.modalities_ = list(meta["modalities"])
+        est.feature_names_ = list(meta["feature_names"])
+        est.n_features_in_ = len(est.feature_names_)
+        est.keep_ = np.asarray(meta["keep"], dtype=np.int64)
+        est.medians_ = np.asarray(meta["medians"], dtype=np.float64)
+        est.indicators_ = np.asarray(meta["indicators"], dtype=np.int64)
+        est.columns_mask_ = np.asarray(meta["columns_mask"], dtype=bool)
+        est.columns_ = list(meta["columns"])
+        est.model_ = _CoxModel(meta)
+        return est
 
     @property
     def coef_(self) -> pd.Series:
