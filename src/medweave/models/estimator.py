@@ -9,7 +9,6 @@ at random during training so the model learns to work with what each patient has
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -30,10 +29,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medweave import __version__
-from medweave._atomic import atomic_dir, atomic_file
+from medweave._atomic import atomic_dir
 from medweave.cohort import Cohort
 from medweave.errors import InputError
 from medweave.models._prep import ModalityPrep, PreparedBatch, fit_preps, prepare
+from medweave.models._store import EncoderStore, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
 from medweave.models.fusion import Fusion, build_fusion
 from medweave.models.fusion.imputation import ModalityDropout
@@ -404,8 +404,8 @@ class MultimodalEstimator(BaseEstimator):
             )
         single = self._stage1_net(modality)
         sub = PreparedBatch({modality: batch.inputs[modality]}, {modality: batch.masks[modality]})
-        store = _EncoderStore(self.encoder_store) if self.encoder_store else None
-        key = _store_key(self, modality, self.preps_[modality], target, train, val)
+        store = EncoderStore(self.encoder_store) if self.encoder_store else None
+        key = store_key(self, modality, self.preps_[modality], target, train, val)
         if store is not None and (state := store.get(key)) is not None:
             single.load_state_dict(state)
             epochs = int(store.epochs(key))
@@ -678,88 +678,6 @@ def _embed(encoder: nn.Module, x: torch.Tensor, *, chunk: int = 512) -> torch.Te
     """``encoder`` over ``x`` in evaluation mode, in chunks (images can be large)."""
     encoder.eval()
     return torch.cat([encoder(x[i : i + chunk]) for i in range(0, len(x), chunk)]).detach()
-
-
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray | torch.Tensor):
-            arr = part.detach().cpu().numpy() if isinstance(part, torch.Tensor) else part
-            h.update(str((arr.dtype, arr.shape)).encode())
-            h.update(np.ascontiguousarray(arr).tobytes())
-        else:
-            h.update(json.dumps(_jsonable(part), sort_keys=True, default=str).encode())
-    return h.hexdigest()[:32]
-
-
-def _store_key(
-    est: MultimodalEstimator,
-    modality: str,
-    prep: ModalityPrep,
-    target: torch.Tensor,
-    train: np.ndarray,
-    val: np.ndarray,
-) -> str:
-    """Everything that determines a stage-1 encoder's weights."""
-    settings = {
-        k: getattr(est, k)
-        for k in (
-            "task",
-            "task_params",
-            "embed_dim",
-            "fused_dim",
-            "max_epochs",
-            "batch_size",
-            "weight_decay",
-            "patience",
-            "seed",
-        )
-    }
-    settings["lr"] = est.pretrain_lr or est.lr
-    enc = est.encoder_configs_[modality]
-    arrays = [prep.tensors()[k] for k in sorted(prep.tensors())]
-    return _digest(
-        "stage1-concat/1",
-        modality,
-        enc,
-        settings,
-        prep.to_json(),
-        *arrays,
-        target[train],
-        target[val],
-        train,
-        val,
-    )
-
-
-class _EncoderStore:
-    """Stage-1 networks on disk: ``<key>.safetensors`` (weights; epochs in the metadata)."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-
-    def _path(self, key: str) -> Path:
-        return self.root / f"{key}.safetensors"
-
-    def get(self, key: str) -> dict[str, torch.Tensor] | None:
-        from safetensors.torch import load_file
-
-        path = self._path(key)
-        return load_file(str(path)) if path.is_file() else None
-
-    def epochs(self, key: str) -> int:
-        from safetensors import safe_open
-
-        with safe_open(str(self._path(key)), framework="pt") as f:
-            return int((f.metadata() or {}).get("epochs", 0))
-
-    def put(self, key: str, state: dict[str, torch.Tensor], *, epochs: int) -> None:
-        from safetensors.torch import save_file
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        with atomic_file(self._path(key)) as tmp:
-            save_file(tensors, str(tmp), metadata={"epochs": str(epochs)})
 
 
 def _aux_heads(task: Task, encoders: dict[str, Encoder], *, weight: float) -> dict[str, nn.Module]:
