@@ -26,6 +26,7 @@ __all__ = [
     "SurvivalOutcome",
     "load_cohort_config",
     "parse_cohort_config",
+    "read_yaml_mapping",
     "validate_model",
 ]
 
@@ -182,19 +183,29 @@ def validate_model(model: type[BaseModel], data: Any, *, where: str = "") -> Any
         raise InputError(f"{prefix or model.__name__}: {msg}{got}") from None
 
 
-def load_cohort_config(path: str | Path) -> CohortConfig:
-    """Read and validate ``cohort.yaml``; errors name the file and the key."""
+def read_yaml_mapping(path: str | Path, *, what: str, keys: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; one-line errors name the file (and line).
+
+    ``what`` names the expected file (``cohort.yaml``), ``keys`` its main keys for the hint.
+    """
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text())
     except FileNotFoundError:
-        raise InputError(f"{p}: file not found; pass the path of a cohort.yaml") from None
+        raise InputError(f"{p}: file not found; pass the path of a {what}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise InputError(f"{p}:{line} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
-        raise InputError(f"{p}: expected a mapping of keys (name, index, outcome, sources)")
+        raise InputError(f"{p}: expected a mapping of keys ({keys})")
+    return raw
+
+
+def load_cohort_config(path: str | Path) -> CohortConfig:
+    """Read and validate ``cohort.yaml``; errors name the file and the key."""
+    p = Path(path)
+    raw = read_yaml_mapping(p, what="cohort.yaml", keys="name, index, outcome, sources")
     try:
         return parse_cohort_config(raw)
     except InputError as exc:

@@ -23,19 +23,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from medweave.config import validate_model
+from medweave.config import _Strict, read_yaml_mapping, validate_model
 from medweave.errors import InputError
 
 __all__ = ["ModelsSpec", "StudyConfig", "load_study", "parse_study"]
 
 FUSION_DEFAULT = ["early", "late", "concat", "attention", "gated", "tensor"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelsSpec(_Strict):
@@ -109,27 +104,17 @@ def parse_study(raw: dict[str, Any], *, where: str = "study.yaml") -> StudyConfi
 
     study = validate_model(StudyConfig, raw, where="")
     for name in study.models.fusions:
-        if name not in FUSIONS.names():
-            try:
-                FUSIONS.get(name)
-            except Exception as exc:
-                raise InputError(f"{where}: models.fusions: {exc}") from None
+        try:
+            FUSIONS.get(name)
+        except InputError as exc:
+            raise InputError(f"{where}: models.fusions: {exc}") from None
     return study
 
 
 def load_study(path: str | Path) -> StudyConfig:
     """Read and validate ``study.yaml``."""
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found; pass the path of a study.yaml") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{p}:{line} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{p}: expected a mapping of keys (name, cohort, task, models, ...)")
+    raw = read_yaml_mapping(p, what="study.yaml", keys="name, cohort, task, models, ...")
     try:
         return parse_study(raw, where=p.name)
     except InputError as exc:
