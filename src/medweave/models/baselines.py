@@ -31,6 +31,7 @@ from sklearn.exceptions import NotFittedError
 from medweave._atomic import atomic_dir
 from medweave.cohort import Cohort
 from medweave.errors import InputError
+from medweave.models._bundle import jsonable, read_bundle_meta
 from medweave.models.survival import SurvivalTarget, as_survival
 from medweave.models.tasks import TASKS, BinaryTask, MulticlassTask, Task, c_index
 
@@ -321,7 +322,7 @@ class LightGBMBaseline(_CohortBaseline):
         self._check_fitted()
         meta = {
             "format": LIGHTGBM_FORMAT,
-            "params": _plain(self.get_params()),
+            "params": jsonable(self.get_params()),
             "task": {"name": self.task, "state": self.task_.get_state()},
             "modalities": list(self.modalities_),
             "feature_names": list(self.feature_names_),
@@ -338,14 +339,7 @@ class LightGBMBaseline(_CohortBaseline):
         import lightgbm as lgb
 
         root = Path(path)
-        meta_path = root / "bundle.json"
-        if not meta_path.is_file():
-            raise InputError(f"{root}: not a medweave LightGBM bundle (no bundle.json)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != LIGHTGBM_FORMAT:
-            raise InputError(
-                f"{meta_path}: format {meta.get('format')!r}, expected {LIGHTGBM_FORMAT!r}"
-            )
+        meta = read_bundle_meta(root, fmt=LIGHTGBM_FORMAT, what="LightGBM")
         est = cls(**meta["params"])
         est.task_ = Task.from_state(meta["task"]["name"], meta["task"]["state"])
         est.modalities_ = list(meta["modalities"])
@@ -376,15 +370,6 @@ class _Booster:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         p = np.asarray(self.booster_.predict(x), dtype=np.float64)
         return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
-
-
-def _plain(obj: Any) -> Any:
-    """Parameters as JSON values (tuples as lists, numpy scalars as Python numbers)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    return obj.item() if isinstance(obj, np.generic) else obj
 
 
 # --- Cox proportional hazards ---------------------------------------------------------------
@@ -542,7 +527,7 @@ class CoxPHBaseline(_CohortBaseline):
         baseline = model.baseline_cumulative_hazard_
         meta = {
             "format": COXPH_FORMAT,
-            "params": _plain(self.get_params()),
+            "params": jsonable(self.get_params()),
             "modalities": list(self.modalities_),
             "feature_names": list(self.feature_names_),
             "keep": self.keep_.tolist(),
@@ -563,14 +548,7 @@ class CoxPHBaseline(_CohortBaseline):
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CoxPHBaseline:
         """Rebuild a model written by :meth:`save`; risks and survival curves are identical."""
-        meta_path = Path(path) / "bundle.json"
-        if not meta_path.is_file():
-            raise InputError(f"{Path(path)}: not a medweave Cox PH bundle (no bundle.json)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != COXPH_FORMAT:
-            raise InputError(
-                f"{meta_path}: format {meta.get('format')!r}, expected {COXPH_FORMAT!r}"
-            )
+        meta = read_bundle_meta(path, fmt=COXPH_FORMAT, what="Cox PH")
         est = cls(**meta["params"])
         est.modalities_ = list(meta["modalities"])
         est.feature_names_ = list(meta["feature_names"])

@@ -21,7 +21,6 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
@@ -32,6 +31,7 @@ from medweave import __version__
 from medweave._atomic import atomic_dir
 from medweave.cohort import Cohort
 from medweave.errors import InputError
+from medweave.models._bundle import jsonable, read_bundle_meta
 from medweave.models._prep import ModalityPrep, PreparedBatch, fit_preps, prepare
 from medweave.models._store import EncoderStore, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
@@ -578,7 +578,7 @@ class MultimodalEstimator(BaseEstimator):
         meta = {
             "format": BUNDLE_FORMAT,
             "medweave_version": __version__,
-            "params": _jsonable(self.get_params()),
+            "params": jsonable(self.get_params()),
             "task": {"name": self.task, "state": self.task_.get_state()},
             "modalities": self.modalities_,
             "encoders": self.encoder_configs_,
@@ -598,14 +598,7 @@ class MultimodalEstimator(BaseEstimator):
         from safetensors.torch import load_file
 
         root = Path(path)
-        meta_path = root / "bundle.json"
-        if not meta_path.is_file():
-            raise InputError(f"{root}: not a medweave model bundle (no bundle.json)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != BUNDLE_FORMAT:
-            raise InputError(
-                f"{meta_path}: format {meta.get('format')!r}, expected {BUNDLE_FORMAT!r}"
-            )
+        meta = read_bundle_meta(root, fmt=BUNDLE_FORMAT, what="model")
         tensors = load_file(str(root / "model.safetensors"))
         params = dict(meta["params"])
         if "image_size" in params:
@@ -695,15 +688,3 @@ def _take(y: Any, rows: np.ndarray) -> Any:
     if hasattr(y, "time") and hasattr(y, "event"):
         return type(y)(time=np.asarray(y.time)[rows], event=np.asarray(y.event)[rows])
     return np.asarray(y)[rows]
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, pd.Timestamp):
-        return str(obj)
-    return obj

@@ -1,0 +1,42 @@
+"""The JSON half of every model bundle: ``bundle.json``, checked for its format on load."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medweave.errors import InputError
+
+__all__ = ["jsonable", "read_bundle_meta"]
+
+
+def read_bundle_meta(path: str | os.PathLike[str], *, fmt: str, what: str) -> dict[str, Any]:
+    """``path/bundle.json`` as a dict; a clear error when it is missing or of another
+    format (``what`` names the kind of bundle in the message)."""
+    root = Path(path)
+    meta_path = root / "bundle.json"
+    if not meta_path.is_file():
+        raise InputError(f"{root}: not a medweave {what} bundle (no bundle.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != fmt:
+        raise InputError(f"{meta_path}: format {meta.get('format')!r}, expected {fmt!r}")
+    return dict(meta)
+
+
+def jsonable(obj: Any) -> Any:
+    """Parameters as JSON values: tuples as lists, numpy scalars as Python numbers,
+    timestamps as text."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, pd.Timestamp):
+        return str(obj)
+    return obj
