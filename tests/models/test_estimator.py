@@ -176,6 +176,27 @@ def test_images_train_end_to_end(split: tuple[Cohort, Cohort]) -> None:
     assert est.encoder_configs_["imaging"]["name"] == "image_cnn"
 
 
+def test_image_intensity_window_is_applied_and_kept_in_bundles(
+    split: tuple[Cohort, Cohort], tmp_path: Path
+) -> None:
+    """CT in HU through a fixed window lands in [0, 1]; the file's own window works too."""
+    train, test = split
+    common = {"modalities": ["imaging"], "image_size": (32, 32), "max_epochs": 1}
+    est = MultimodalEstimator(**common, image_intensity=(-1000, 400)).fit(train)
+    block = test.modalities["imaging"]
+    pixels = est.preps_["imaging"].transform(block).numpy()[block.present]
+    assert pixels.min() == 0.0 and pixels.max() <= 1.0 and pixels.max() > 0.5
+    zscored = MultimodalEstimator(**common).fit(train).preps_["imaging"].transform(block)
+    assert zscored.numpy()[block.present].min() < 0  # the default differs
+    est.save(tmp_path / "window")
+    again = MultimodalEstimator.load(tmp_path / "window")
+    np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
+    header = MultimodalEstimator(**common, image_intensity="window").fit(train)
+    assert header.preps_["imaging"].transform(block).numpy().max() <= 1.0
+    with pytest.raises(InputError, match="image_intensity 'hu' is not zscore"):
+        MultimodalEstimator(**common, image_intensity="hu").fit(train)
+
+
 def test_pretrained_encoder_is_trained_once_and_shared(
     split: tuple[Cohort, Cohort], tmp_path: Path
 ) -> None:

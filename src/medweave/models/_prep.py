@@ -54,9 +54,12 @@ class ModalityPrep:
         omics_top_genes: int,
         image_size: tuple[int, ...],
         components: int | None = None,
+        image_intensity: str | tuple[float, float] = "zscore",
     ) -> ModalityPrep:
         """Fit on the training ``rows`` of ``block`` that have the modality."""
         prep = cls._fit(block, rows, omics_top_genes=omics_top_genes, image_size=image_size)
+        if block.kind == "image":
+            prep.config["intensity"] = _intensity_config(image_intensity)
         if components and block.kind != "image":
             prep.arrays.pop("basis", None)
             z = prep.transform(block)[rows[block.present[rows]]].numpy().astype(np.float64)
@@ -180,7 +183,8 @@ class ModalityPrep:
         for i, path in enumerate(block.paths or []):
             if path is None or not block.present[i]:
                 continue
-            out[i] = torch.from_numpy(_load_image(path, size, _mtime(path)).copy())
+            arr = _load_image(path, size, _mtime(path), *_intensity_args(self.config))
+            out[i] = torch.from_numpy(arr.copy())
         return out
 
     # --- bundles -------------------------------------------------------------------------
@@ -223,14 +227,46 @@ def _mtime(path: str) -> int:
     return max(os.stat(p).st_mtime_ns for p in path.split(os.pathsep))
 
 
+def _intensity_config(intensity: str | tuple[float, float] | list[float]) -> Any:
+    """``image_intensity`` as stored in a bundle: a name, or [low, high] of a fixed window."""
+    if isinstance(intensity, str):
+        if intensity not in ("zscore", "minmax", "window"):
+            raise InputError(
+                f"image_intensity {intensity!r} is not zscore, minmax, window (the file's own "
+                "WindowCenter/WindowWidth) or a (low, high) window such as (-1000, 400)"
+            )
+        return intensity
+    low, high = (float(v) for v in intensity)
+    if not low < high:
+        raise InputError(f"image_intensity window {intensity} must be (low, high), low < high")
+    return [low, high]
+
+
+def _intensity_args(config: dict[str, Any]) -> tuple[str, tuple[float, float] | None]:
+    value = config.get("intensity", "zscore")  # bundles from before the option: zscore
+    if isinstance(value, str):
+        return value, None
+    return "window", (float(value[0]), float(value[1]))
+
+
 @functools.lru_cache(maxsize=50_000)
-def _load_image(path: str, size: tuple[int, ...], mtime_ns: int) -> np.ndarray:
-    """One image at ``size``, one channel, z-scored; cached while the file is unchanged, so
+def _load_image(
+    path: str,
+    size: tuple[int, ...],
+    mtime_ns: int,
+    intensity: str = "zscore",
+    window: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """One image at ``size``, one channel, intensities as ``intensity`` says (see
+    :func:`medweave.sources.imaging.load_image`); cached while the file is unchanged, so
     every model of a grid (and every predict call) reads and resamples it once."""
     from medweave.sources.imaging import load_image
 
     del mtime_ns  # part of the cache key only
-    arr = np.asarray(load_image(path, spatial_size=size, intensity="zscore"), dtype=np.float32)
+    arr = np.asarray(
+        load_image(path, spatial_size=size, intensity=intensity, window=window),  # type: ignore[arg-type]
+        dtype=np.float32,
+    )
     if arr.shape[0] != 1:  # several channels or slices: average to one channel
         arr = arr.mean(axis=0, keepdims=True)
     arr = arr.reshape(1, *size)
@@ -254,6 +290,7 @@ def fit_preps(
     omics_top_genes: int,
     image_size: tuple[int, ...],
     components: dict[str, int] | None = None,
+    image_intensity: str | tuple[float, float] = "zscore",
 ) -> dict[str, ModalityPrep]:
     """Fit each modality's preprocessing on the training ``rows`` (``components``: the
     number of principal components kept per modality, where given)."""
@@ -269,6 +306,7 @@ def fit_preps(
             omics_top_genes=omics_top_genes,
             image_size=image_size,
             components=(components or {}).get(m),
+            image_intensity=image_intensity,
         )
     return out
 

@@ -177,6 +177,11 @@ class MultimodalEstimator(BaseEstimator):
         Principal components kept per feature modality, fitted on the training patients
         (an int for every modality with more features, or modality -> int); None keeps
         the features.
+    image_size, image_intensity
+        Images are resampled to ``image_size``; intensities are z-scored per image
+        (``zscore``), scaled to [0, 1] (``minmax``), or windowed to [0, 1]: ``window`` uses
+        the DICOM file's own WindowCenter/WindowWidth, a (low, high) pair a fixed window
+        in modality units (CT: Hounsfield units, e.g. (-1000, 400)).
     pretrain_lr
         Learning rate of the stage-1 (pretrained) encoders; by default ``lr``.
     encoder_store
@@ -214,6 +219,7 @@ class MultimodalEstimator(BaseEstimator):
         omics_top_genes: int = 500,
         pca: int | dict[str, int] | None = None,
         image_size: tuple[int, ...] = (64, 64),
+        image_intensity: str | tuple[float, float] = "zscore",
         seed: int = 0,
         accelerator: str = "cpu",
         devices: int | str = 1,
@@ -243,6 +249,7 @@ class MultimodalEstimator(BaseEstimator):
         self.omics_top_genes = omics_top_genes
         self.pca = pca
         self.image_size = image_size
+        self.image_intensity = image_intensity
         self.seed = seed
         self.accelerator = accelerator
         self.devices = devices
@@ -305,6 +312,7 @@ class MultimodalEstimator(BaseEstimator):
             train,
             omics_top_genes=self.omics_top_genes,
             image_size=tuple(self.image_size),
+            image_intensity=self.image_intensity,
             components=self._components(cohort, modalities),
         )
         batch = prepare(cohort, self.preps_)
