@@ -135,3 +135,74 @@ def test_take_restricts_patients_and_blocks() -> None:
     assert sub.ids == ["p3", "p0"]
     assert sub.modalities["labs"].present.tolist() == [True, False]
     np.testing.assert_array_equal(sub.modalities["labs"].x[0], cohort.modalities["labs"].x[3])
+
+
+def _sequence(ids: list[str] | None = None) -> ModalityBlock:
+    events = pd.DataFrame(
+        {
+            "patient_id": ["p1", "p1", "p3", "p4"],
+            "days_before_index": np.array([30, 2, 5, 0], dtype=np.int32),
+            "code": ["measurement:LOINC/1988-5", "visit:Visit/IP", "drug:RxNorm/8640", "x:Y/1"],
+            "value": [4.2, np.nan, np.nan, 1.0],
+        }
+    )
+    return ModalityBlock(
+        name="seq",
+        kind="sequence",
+        ids=ids or ["p1", "p3", "p4"],
+        x=np.zeros((len(ids or "abc"), 0)),
+        feature_names=[],
+        events=events,
+    )
+
+
+def test_sequence_events_survive_save_load_take_and_mudata(tmp_path: Path) -> None:
+    labs = _block(["p0", "p1", "p2"])
+    cohort = Cohort(_patients(), modalities={"seq": _sequence(), "labs": labs})
+    assert cohort.modalities["seq"].present.tolist() == [False, True, False, True, True]
+    cohort.save(tmp_path / "c")
+    back = Cohort.load(tmp_path / "c")
+    seq = back.modalities["seq"]
+    assert seq.kind == "sequence" and seq.x.shape == (5, 0)
+    pd.testing.assert_frame_equal(seq.events, cohort.modalities["seq"].events)
+    np.testing.assert_array_equal(seq.present, cohort.modalities["seq"].present)
+    # take (a fold) and reindex keep the events of the kept patients only.
+    sub = back.take([3, 0, 2])
+    assert sub.modalities["seq"].present.tolist() == [True, False, False]
+    assert sub.modalities["seq"].events["patient_id"].tolist() == ["p3"]
+    block = _sequence()
+    block.present[1] = False  # p3's events are not read as data: reindex drops them
+    moved = block.reindex(["p4", "p1", "p3", "p9"])
+    assert moved.events["patient_id"].tolist() == ["p1", "p1", "p4"]
+    assert moved.present.tolist() == [True, True, False, False]
+    mdata = cohort.to_mudata()
+    assert len(mdata.mod["seq"].uns["events"]) == 4
+    again = Cohort.from_mudata(mdata)
+    pd.testing.assert_frame_equal(again.modalities["seq"].events, cohort.modalities["seq"].events)
+    np.testing.assert_array_equal(again.modalities["seq"].present, cohort.modalities["seq"].present)
+
+
+@pytest.mark.parametrize(
+    ("events", "match"),
+    [
+        (None, "a sequence block needs events"),
+        (pd.DataFrame({"patient_id": ["p1"], "code": ["a"]}), "lack the column"),
+        (
+            pd.DataFrame(
+                {"patient_id": ["zz"], "days_before_index": [1], "code": ["a"], "value": [0.0]}
+            ),
+            r"events of 1 patient\(s\) not among the block's 3 patient ids",
+        ),
+    ],
+)
+def test_sequence_block_validates_its_events(events: pd.DataFrame | None, match: str) -> None:
+    with pytest.raises(InputError, match=match) as err:
+        ModalityBlock(
+            name="seq",
+            kind="sequence",
+            ids=["p1", "p3", "p4"],
+            x=np.zeros((3, 0)),
+            feature_names=[],
+            events=events,
+        )
+    assert "zz" not in str(err.value)  # no patient identifiers in messages

@@ -6,13 +6,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from medweave.errors import InputError
 
-__all__ = ["KINDS", "ModalityBlock"]
+__all__ = ["EVENT_COLUMNS", "KINDS", "ModalityBlock"]
 
 Kind = Literal["tabular", "omics", "image", "sequence", "exposure"]
 KINDS: tuple[str, ...] = ("tabular", "omics", "image", "sequence", "exposure")
+#: Columns of a sequence block's ``events`` table.
+EVENT_COLUMNS: tuple[str, ...] = ("patient_id", "days_before_index", "code", "value")
 
 
 @dataclass
@@ -28,7 +31,8 @@ class ModalityBlock:
       inside a present row means "not measured" (a lab never ordered).
     * image: ``paths`` holds one file or folder per patient (read lazily by the image
       source's loader); ``x`` is (n, 0).
-    * sequence: ``events`` is a long table (patient_id, days_before_index, code, value).
+    * sequence: ``events`` is a long table (patient_id, days_before_index, code, value)
+      holding events of the block's patients only; ``x`` is (n, 0).
     """
 
     name: str
@@ -71,10 +75,40 @@ class ModalityBlock:
             raise InputError(
                 f"block {self.name!r}: {len(self.paths)} image paths for {n} patient ids"
             )
+        if self.kind == "sequence" or self.events is not None:
+            self._check_events()
+
+    def _check_events(self) -> None:
+        if not isinstance(self.events, pd.DataFrame):
+            raise InputError(
+                f"block {self.name!r}: a sequence block needs events, a table with the columns "
+                f"{', '.join(EVENT_COLUMNS)}; got {type(self.events).__name__}"
+            )
+        missing = [c for c in EVENT_COLUMNS if c not in self.events.columns]
+        if missing:
+            raise InputError(
+                f"block {self.name!r}: events lack the column(s) {', '.join(missing)}; expected "
+                f"{', '.join(EVENT_COLUMNS)}"
+            )
+        unknown = ~self.events["patient_id"].isin(self.ids)
+        if unknown.any():
+            n_unknown = self.events.loc[unknown, "patient_id"].nunique()
+            raise InputError(
+                f"block {self.name!r}: events of {n_unknown} patient(s) not among the block's "
+                f"{len(self.ids)} patient ids; give each event the id of one of them"
+            )
 
     @property
     def n_features(self) -> int:
         return int(self.x.shape[1])
+
+    def events_of(self, ids: list[str]) -> pd.DataFrame | None:
+        """``events`` of the patients ``ids`` who have the modality (None without events)."""
+        if self.events is None:
+            return None
+        keep = set(ids).intersection(np.asarray(self.ids, dtype=object)[self.present])
+        rows = self.events["patient_id"].isin(keep).to_numpy()
+        return self.events if rows.all() else self.events[rows].reset_index(drop=True)
 
     def reindex(self, ids: list[str]) -> ModalityBlock:
         """The block on the patient list ``ids``: absent patients get present=False, NaN rows."""
@@ -104,6 +138,6 @@ class ModalityBlock:
             feature_names=list(self.feature_names),
             present=present,
             paths=paths,
-            events=self.events,
+            events=self.events_of(list(ids)),
             meta=dict(self.meta),
         )

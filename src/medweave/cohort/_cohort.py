@@ -87,15 +87,16 @@ class Cohort:
             self.patients.iloc[idx].reset_index(drop=True), audit=self.audit, meta=dict(self.meta)
         )
         for name, b in self.modalities.items():
+            ids = [b.ids[i] for i in idx]
             sub.modalities[name] = ModalityBlock(
                 name=name,
                 kind=b.kind,
-                ids=[b.ids[i] for i in idx],
+                ids=ids,
                 x=b.x[idx],
                 feature_names=list(b.feature_names),
                 present=b.present[idx],
                 paths=None if b.paths is None else [b.paths[i] for i in idx],
-                events=b.events,
+                events=b.events_of(ids),
                 meta=dict(b.meta),
             )
         return sub
@@ -123,7 +124,9 @@ class Cohort:
                     frame[_PATH_COLUMN] = block.paths
                 frame.to_parquet(tmp / "modalities" / f"{name}.parquet", index=False)
                 if block.events is not None:
-                    block.events.to_parquet(tmp / "modalities" / f"{name}.events.parquet")
+                    block.events.to_parquet(
+                        tmp / "modalities" / f"{name}.events.parquet", index=False
+                    )
                 blocks.append({"name": name, "kind": block.kind, "meta": block.meta})
             (tmp / "cohort.json").write_text(
                 json.dumps(
@@ -182,6 +185,7 @@ class Cohort:
         """A MuData: one AnnData per modality holding only the patients who have it.
 
         ``mdata.obs`` is the patients table; presence is MuData's ``obsmap`` (0 = absent).
+        A sequence modality's events are the table ``adata.uns["events"]``.
         """
         import anndata as ad
         import mudata as md
@@ -200,6 +204,8 @@ class Cohort:
             adata.uns["medweave"] = json.loads(
                 json.dumps({"kind": block.kind, **block.meta}, default=str)
             )
+            if block.events is not None:  # sequences: the long table of the present patients
+                adata.uns["events"] = block.events_of(block.ids)
             mods[name] = adata
         with md.set_options(pull_on_update=False):
             mdata = md.MuData(mods)
@@ -220,6 +226,9 @@ class Cohort:
             meta = {k: v for k, v in adata.uns.get("medweave", {}).items() if k != "kind"}
             paths = adata.obs["path"].astype(str).tolist() if "path" in adata.obs else None
             x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+            events = adata.uns.get("events")
+            if events is not None:
+                events = pd.DataFrame(events).reset_index(drop=True)
             cohort.add(
                 ModalityBlock(
                     name=name,
@@ -228,6 +237,7 @@ class Cohort:
                     x=x,
                     feature_names=adata.var_names.astype(str).tolist(),
                     paths=paths,
+                    events=events,
                     meta=meta,
                 )
             )

@@ -18,11 +18,15 @@ import torch
 
 from medweave.cohort import Cohort, ModalityBlock
 from medweave.errors import InputError
+from medweave.models._prep_sequence import fit_sequence, sequence_inputs
 from medweave.preprocess import OmicsTransformer
 
-__all__ = ["ModalityPrep", "PreparedBatch", "fit_preps"]
+__all__ = ["ModalityPrep", "ModelInput", "PreparedBatch", "fit_preps", "n_rows", "take_rows"]
 
 log = logging.getLogger(__name__)
+
+#: One modality's model input: a tensor, or a dict of (n, ...) tensors (sequences).
+ModelInput = torch.Tensor | dict[str, torch.Tensor]
 
 
 @dataclass
@@ -35,7 +39,9 @@ class ModalityPrep:
     ``components``, the whitened scores on the training patients' top principal components
     (a latent state that shows in many correlated features — severity in labs and visits,
     a gene module — becomes a few inputs instead of hundreds); image:
-    :func:`medweave.sources.imaging.load_image` at ``image_size``.
+    :func:`medweave.sources.imaging.load_image` at ``image_size``; sequence: see
+    :mod:`medweave.models._prep_sequence` (a vocabulary, per-code value scaling, the
+    ``sequence_max_len`` most recent events).
     """
 
     name: str
@@ -55,14 +61,24 @@ class ModalityPrep:
         image_size: tuple[int, ...],
         components: int | None = None,
         image_intensity: str | tuple[float, float] = "zscore",
+        sequence_max_len: int = 256,
+        sequence_min_count: int = 5,
     ) -> ModalityPrep:
         """Fit on the training ``rows`` of ``block`` that have the modality."""
+        if block.kind == "sequence":
+            train = rows[block.present[rows]]
+            prep = cls(block.name, block.kind, [])
+            _at_least_two(block, train)
+            prep.arrays, prep.config = fit_sequence(
+                block, train, max_len=sequence_max_len, min_count=sequence_min_count
+            )
+            return prep
         prep = cls._fit(block, rows, omics_top_genes=omics_top_genes, image_size=image_size)
         if block.kind == "image":
             prep.config["intensity"] = _intensity_config(image_intensity)
         if components and block.kind != "image":
             prep.arrays.pop("basis", None)
-            z = prep.transform(block)[rows[block.present[rows]]].numpy().astype(np.float64)
+            z = prep._features(block)[rows[block.present[rows]]].numpy().astype(np.float64)
             k = max(1, min(int(components), z.shape[0] - 1, z.shape[1]))
             center = z.mean(axis=0)
             _, sv, vt = np.linalg.svd(z - center, full_matrices=False)
@@ -87,11 +103,7 @@ class ModalityPrep:
             prep.config = {"image_size": list(image_size)}
             return prep
         x = block.x[train].astype(np.float64)
-        if len(train) < 2:
-            raise InputError(
-                f"modality {block.name!r}: only {len(train)} training patients have it; "
-                "need at least 2 to fit its preprocessing"
-            )
+        _at_least_two(block, train)
         if block.kind == "omics":
             t = OmicsTransformer(n_top=omics_top_genes).fit(np.nan_to_num(x, nan=0.0))
             prep.arrays = {"genes": t.genes_, "mean": t.mean_, "scale": t.scale_}
@@ -128,10 +140,24 @@ class ModalityPrep:
     def input_shape(self) -> tuple[int, ...]:
         if self.kind == "image":
             return (1, *self.config["image_size"])
+        if self.kind == "sequence":
+            return (int(self.config["max_len"]),)
         return (self.out_features,)
 
-    def transform(self, block: ModalityBlock) -> torch.Tensor:
-        """The model input for every patient of ``block`` (absent rows are zeros)."""
+    @property
+    def vocab_size(self) -> int:
+        """Sequences: the number of codes + 2 (0 = padding, the last id = unknown code)."""
+        return len(self.config["vocabulary"]) + 2 if self.kind == "sequence" else 0
+
+    def transform(self, block: ModalityBlock) -> ModelInput:
+        """The model input for every patient of ``block`` (absent rows are zeros, or empty
+        sequences)."""
+        if self.kind == "sequence":
+            self._check_kind(block)
+            return sequence_inputs(block, self.arrays, self.config, name=self.name)
+        return self._features(block)
+
+    def _features(self, block: ModalityBlock) -> torch.Tensor:
         x = self._aligned(block)
         present = block.present
         if self.kind == "image":
@@ -153,13 +179,16 @@ class ModalityPrep:
         out[~present] = 0.0
         return torch.from_numpy(np.nan_to_num(out).astype(np.float32))
 
-    def _aligned(self, block: ModalityBlock) -> np.ndarray:
-        """``block.x`` with columns in the training order; missing features are an error."""
+    def _check_kind(self, block: ModalityBlock) -> None:
         if block.kind != self.kind:
             raise InputError(
                 f"modality {self.name!r}: the model was trained on kind {self.kind!r}, "
                 f"the cohort has {block.kind!r}"
             )
+
+    def _aligned(self, block: ModalityBlock) -> np.ndarray:
+        """``block.x`` with columns in the training order; missing features are an error."""
+        self._check_kind(block)
         if self.kind == "image" or block.feature_names == self.feature_names:
             return block.x
         pos = {f: j for j, f in enumerate(block.feature_names)}
@@ -209,6 +238,14 @@ class ModalityPrep:
             )
             for k, v in self.arrays.items()
         }
+
+
+def _at_least_two(block: ModalityBlock, train: np.ndarray) -> None:
+    if len(train) < 2:
+        raise InputError(
+            f"modality {block.name!r}: only {len(train)} training patients have it; "
+            "need at least 2 to fit its preprocessing"
+        )
 
 
 def _skewed(x: np.ndarray) -> np.ndarray:
@@ -276,10 +313,25 @@ def _load_image(
 
 @dataclass
 class PreparedBatch:
-    """Model inputs for a set of patients: per modality a tensor and a bool mask."""
+    """Model inputs for a set of patients: per modality a tensor (or a dict of tensors,
+    for sequences) and a bool mask."""
 
-    inputs: dict[str, torch.Tensor]
+    inputs: dict[str, ModelInput]
     masks: dict[str, torch.Tensor]
+
+
+def take_rows(x: ModelInput, rows: Any) -> ModelInput:
+    """The rows ``rows`` (an index, slice or array) of a model input."""
+    if isinstance(x, dict):
+        return {k: v[rows] for k, v in x.items()}
+    return x[rows]
+
+
+def n_rows(x: ModelInput) -> int:
+    """The number of patients of a model input."""
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    return len(x)
 
 
 def fit_preps(
@@ -291,9 +343,12 @@ def fit_preps(
     image_size: tuple[int, ...],
     components: dict[str, int] | None = None,
     image_intensity: str | tuple[float, float] = "zscore",
+    sequence_max_len: int = 256,
+    sequence_min_count: int = 5,
 ) -> dict[str, ModalityPrep]:
     """Fit each modality's preprocessing on the training ``rows`` (``components``: the
-    number of principal components kept per modality, where given)."""
+    number of principal components kept per modality, where given; ``sequence_*``: see
+    :mod:`medweave.models._prep_sequence`)."""
     out = {}
     for m in modalities:
         if m not in cohort.modalities:
@@ -307,6 +362,8 @@ def fit_preps(
             image_size=image_size,
             components=(components or {}).get(m),
             image_intensity=image_intensity,
+            sequence_max_len=sequence_max_len,
+            sequence_min_count=sequence_min_count,
         )
     return out
 

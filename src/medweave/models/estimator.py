@@ -32,7 +32,15 @@ from medweave._atomic import atomic_dir
 from medweave.cohort import Cohort
 from medweave.errors import InputError
 from medweave.models._bundle import jsonable, read_bundle_meta
-from medweave.models._prep import ModalityPrep, PreparedBatch, fit_preps, prepare
+from medweave.models._prep import (
+    ModalityPrep,
+    ModelInput,
+    PreparedBatch,
+    fit_preps,
+    n_rows,
+    prepare,
+    take_rows,
+)
 from medweave.models._store import EncoderStore, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
 from medweave.models.fusion import Fusion, build_fusion
@@ -52,6 +60,7 @@ DEFAULT_ENCODERS = {
     "omics": "omics_mlp",
     "image": "image_cnn",
     "embedding": "passthrough",
+    "sequence": "gru",
 }
 
 
@@ -80,7 +89,7 @@ class _Net(nn.Module):
         self.dropout = ModalityDropout(modality_dropout)
         self.aux_heads = nn.ModuleDict(aux_heads or {})
 
-    def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def encode(self, inputs: dict[str, ModelInput]) -> dict[str, torch.Tensor]:
         return {m: enc(inputs[m]) for m, enc in self.encoders.items()}
 
     def fuse(self, emb: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -88,13 +97,11 @@ class _Net(nn.Module):
             masks = self.dropout(masks)
         return self.fusion(emb, masks)
 
-    def embed(
-        self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
+    def embed(self, inputs: dict[str, ModelInput], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.fuse(self.encode(inputs), masks)
 
     def forward(
-        self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+        self, inputs: dict[str, ModelInput], masks: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         return self.head(self.embed(inputs, masks))
 
@@ -108,10 +115,10 @@ class _Rows(Dataset):
 
     def __getitem__(
         self, i: int
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    ) -> tuple[dict[str, ModelInput], dict[str, torch.Tensor], torch.Tensor]:
         r = int(self.rows[i])
         return (
-            {m: x[r] for m, x in self.batch.inputs.items()},
+            {m: take_rows(x, r) for m, x in self.batch.inputs.items()},
             {m: k[r] for m, k in self.batch.masks.items()},
             self.target[r],
         )
@@ -184,6 +191,9 @@ class MultimodalEstimator(BaseEstimator):
         in modality units (CT: Hounsfield units, e.g. (-1000, 400)).
     pretrain_lr
         Learning rate of the stage-1 (pretrained) encoders; by default ``lr``.
+    sequence_max_len, sequence_min_count
+        Sequence modalities: the most recent events kept per patient, and the training
+        patients a code must be seen in to have its own embedding (others share one).
     encoder_store
         A folder where stage-1 encoders are kept (safetensors), keyed by everything that
         determines them (modality, encoder, preprocessing, training rows, target, seed and
@@ -220,6 +230,8 @@ class MultimodalEstimator(BaseEstimator):
         pca: int | dict[str, int] | None = None,
         image_size: tuple[int, ...] = (64, 64),
         image_intensity: str | tuple[float, float] = "zscore",
+        sequence_max_len: int = 256,
+        sequence_min_count: int = 5,
         seed: int = 0,
         accelerator: str = "cpu",
         devices: int | str = 1,
@@ -250,6 +262,8 @@ class MultimodalEstimator(BaseEstimator):
         self.pca = pca
         self.image_size = image_size
         self.image_intensity = image_intensity
+        self.sequence_max_len = sequence_max_len
+        self.sequence_min_count = sequence_min_count
         self.seed = seed
         self.accelerator = accelerator
         self.devices = devices
@@ -314,6 +328,8 @@ class MultimodalEstimator(BaseEstimator):
             image_size=tuple(self.image_size),
             image_intensity=self.image_intensity,
             components=self._components(cohort, modalities),
+            sequence_max_len=self.sequence_max_len,
+            sequence_min_count=self.sequence_min_count,
         )
         batch = prepare(cohort, self.preps_)
         self.task_ = task
@@ -435,8 +451,7 @@ class MultimodalEstimator(BaseEstimator):
         encoder on the same fold starts from the same weights."""
         torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(modality.encode()))
         cfg = self.encoder_configs_[modality]
-        spec = InputSpec(kind=cfg["spec"]["kind"], shape=tuple(cfg["spec"]["shape"]))
-        encoder = build_encoder(cfg["name"], spec, **cfg["config"])
+        encoder = build_encoder(cfg["name"], _input_spec(cfg["spec"]), **cfg["config"])
         fusion = build_fusion("concat", {modality: encoder.out_dim}, out_dim=self.fused_dim)
         head = self.task_.make_head(fusion.out_dim)
         return _Net({modality: encoder}, fusion, head, modality_dropout=0.0)
@@ -502,13 +517,17 @@ class MultimodalEstimator(BaseEstimator):
         for m, prep in self.preps_.items():
             name = chosen.get(m) or DEFAULT_ENCODERS[prep.kind]
             params = {"out_dim": self.embed_dim, **(self.encoder_params or {}).get(m, {})}
-            spec = InputSpec(kind=_input_kind(prep.kind), shape=prep.input_shape())
+            spec = InputSpec(
+                kind=_input_kind(prep.kind), shape=prep.input_shape(), vocab_size=prep.vocab_size
+            )
             encoders[m] = build_encoder(name, spec, **params)
             self.encoder_configs_[m] = {
                 "name": name,
                 "config": encoders[m].get_config(),
                 "spec": {"kind": spec.kind, "shape": list(spec.shape)},
             }
+            if spec.vocab_size:
+                self.encoder_configs_[m]["spec"]["vocab_size"] = spec.vocab_size
         in_dims = {m: e.out_dim for m, e in encoders.items()}
         fusion = build_fusion(
             self.fusion, in_dims, **{"out_dim": self.fused_dim, **(self.fusion_params or {})}
@@ -531,7 +550,7 @@ class MultimodalEstimator(BaseEstimator):
         outs = []
         for start in range(0, cohort.n, 1024):
             sl = slice(start, start + 1024)
-            inputs = {m: x[sl] for m, x in batch.inputs.items()}
+            inputs = {m: take_rows(x, sl) for m, x in batch.inputs.items()}
             masks = {m: k[sl] for m, k in batch.masks.items()}
             out = self.net_.embed(inputs, masks) if embed else self.net_(inputs, masks)
             outs.append(out.cpu().numpy())
@@ -624,11 +643,7 @@ class MultimodalEstimator(BaseEstimator):
                 prep.arrays["genes"] = prep.arrays["genes"].astype(np.int64)
             est.preps_[prep.name] = prep
         encoders = {
-            m: build_encoder(
-                e["name"],
-                InputSpec(kind=e["spec"]["kind"], shape=tuple(e["spec"]["shape"])),
-                **e["config"],
-            )
+            m: build_encoder(e["name"], _input_spec(e["spec"]), **e["config"])
             for m, e in meta["encoders"].items()
         }
         fusion = build_fusion(
@@ -675,10 +690,18 @@ def _lightning_quiet(*, verbose: bool) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _embed(encoder: nn.Module, x: torch.Tensor, *, chunk: int = 512) -> torch.Tensor:
+def _embed(encoder: nn.Module, x: ModelInput, *, chunk: int = 512) -> torch.Tensor:
     """``encoder`` over ``x`` in evaluation mode, in chunks (images can be large)."""
     encoder.eval()
-    return torch.cat([encoder(x[i : i + chunk]) for i in range(0, len(x), chunk)]).detach()
+    parts = [encoder(take_rows(x, slice(i, i + chunk))) for i in range(0, n_rows(x), chunk)]
+    return torch.cat(parts).detach()
+
+
+def _input_spec(spec: dict[str, Any]) -> InputSpec:
+    """An encoder's :class:`InputSpec` from its JSON form in ``encoder_configs_``."""
+    return InputSpec(
+        kind=spec["kind"], shape=tuple(spec["shape"]), vocab_size=int(spec.get("vocab_size", 0))
+    )
 
 
 def _aux_heads(task: Task, encoders: dict[str, Encoder], *, weight: float) -> dict[str, nn.Module]:

@@ -71,11 +71,14 @@ __all__ = [
     "SCHEMAS",
     "Domain",
     "SqlEngine",
+    "audit_records",
     "ehr_features",
     "first_occurrence",
     "open_engine",
     "outcome_from_events",
     "quote_ident",
+    "record_status",
+    "register_index",
     "to_postgres",
 ]
 
@@ -458,6 +461,67 @@ def _events_joined(engine: SqlEngine, *, dates_only: bool = False) -> str:
     return "mw_events AS e LEFT JOIN mw_index AS i ON e.patient_id = i.patient_id"
 
 
+def register_index(
+    engine: SqlEngine, index: pd.DataFrame, *, source: str, lookback_days: int
+) -> pa.Table:
+    """Check the window and the event model, and register ``index`` as ``mw_index``."""
+    if int(lookback_days) < 0:
+        raise InputError(f"source {source!r}: lookback_days is {lookback_days}, expected >= 0")
+    for name in ("mw_events", "mw_persons"):
+        engine.require(name, purpose=f"read source {source!r}")
+    idx = _index_table(index)
+    engine.register("mw_index", idx)
+    return idx
+
+
+def record_status(
+    engine: SqlEngine,
+    *,
+    domains: Sequence[str],
+    lookback_days: int,
+    source: str,
+    on_error: Literal["raise", "skip"],
+) -> pd.DataFrame:
+    """Records per ``domain`` and ``status`` (``used`` = in the window, or the reason they
+    are left out), counted in the database; records of cohort patients with no date are an
+    :class:`InputError` naming their table unless ``on_error`` is ``"skip"``."""
+    status = engine.execute(
+        audit_sql(
+            joined=_events_joined(engine, dates_only=True),
+            domains=domains,
+            lookback_days=lookback_days,
+        )
+    )
+    counts = pd.DataFrame(
+        {
+            "domain": status.column("domain").to_pylist(),
+            "status": [_STATUS[int(s)] for s in status.column("status").to_pylist()],
+            "n": status.column("n").to_numpy().astype(np.int64),
+        }
+    )
+    missing = counts[counts["status"] == "missing_date"].sort_values("domain")
+    if len(missing) and on_error == "raise":
+        domain = str(missing["domain"].iloc[0])
+        where = engine.origins.get(domain, f"mw_events domain {domain!r}")
+        raise InputError(
+            f"{engine.label}: {int(missing['n'].iloc[0])} row(s) of {where} have no date "
+            f"(patients in the cohort); fill in the dates or set on_error: skip in source "
+            f"{source!r} to leave them out"
+        )
+    return counts
+
+
+def audit_records(audit: Audit, source: str, counts: pd.DataFrame, *, missing_code: int) -> None:
+    """Count the records read and those left out by reason (from :func:`record_status`);
+    ``missing_code`` records in the window had no vocabulary or code."""
+    audit.read(source, int(counts["n"].sum()))
+    for reason in EXCLUSION_REASONS:
+        if reason != "missing_code":
+            rows = int(counts.loc[counts["status"] == reason, "n"].sum())
+            audit.exclude_rows(source, reason, rows)
+    audit.exclude_rows(source, "missing_code", missing_code)
+
+
 def audit_sql(*, joined: str, domains: Sequence[str], lookback_days: int) -> str:
     """Records per domain and status: 0 in the window, else the exclusion reason's number."""
     return f"""
@@ -568,40 +632,15 @@ def ehr_features(
     ``on_error`` is ``"skip"``, when they are counted as ``missing_date``.
     """
     doms = _domain_list(domains)
-    if int(lookback_days) < 0:
-        raise InputError(f"source {source!r}: lookback_days is {lookback_days}, expected >= 0")
     if int(min_patients) < 1:
         raise InputError(f"source {source!r}: min_patients is {min_patients}, expected >= 1")
-    for name in ("mw_events", "mw_persons"):
-        engine.require(name, purpose=f"build the features of source {source!r}")
-    idx = _index_table(index)
-    engine.register("mw_index", idx)
+    idx = register_index(engine, index, source=source, lookback_days=lookback_days)
     joined = _events_joined(engine)
 
     # 1. What happens to each record, per domain.
-    status = engine.execute(
-        audit_sql(
-            joined=_events_joined(engine, dates_only=True),
-            domains=doms,
-            lookback_days=lookback_days,
-        )
+    counts = record_status(
+        engine, domains=doms, lookback_days=lookback_days, source=source, on_error=on_error
     )
-    counts = pd.DataFrame(
-        {
-            "domain": status.column("domain").to_pylist(),
-            "status": [_STATUS[int(s)] for s in status.column("status").to_pylist()],
-            "n": status.column("n").to_numpy().astype(np.int64),
-        }
-    )
-    missing = counts[counts["status"] == "missing_date"].sort_values("domain")
-    if len(missing) and on_error == "raise":
-        domain = str(missing["domain"].iloc[0])
-        where = engine.origins.get(domain, f"mw_events domain {domain!r}")
-        raise InputError(
-            f"{engine.label}: {int(missing['n'].iloc[0])} row(s) of {where} have no date "
-            f"(patients in the cohort); fill in the dates or set on_error: skip in source "
-            f"{source!r} to leave them out"
-        )
 
     # 2. The aggregates, pushed down.
     result = engine.execute(
@@ -623,12 +662,7 @@ def ehr_features(
     found = with_events.copy()
     found[pos] = True
 
-    audit.read(source, int(counts["n"].sum()))
-    for reason in EXCLUSION_REASONS:
-        if reason != "missing_code":
-            rows = int(counts.loc[counts["status"] == reason, "n"].sum())
-            audit.exclude_rows(source, reason, rows)
-    audit.exclude_rows(source, "missing_code", in_window[3])
+    audit_records(audit, source, counts, missing_code=in_window[3])
     audit.exclude_rows(source, "rare_code", in_window[0] - used_rows)
     audit.used(source, used_rows, patients=int(found.sum()))
     return ModalityBlock(

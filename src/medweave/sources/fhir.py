@@ -50,12 +50,12 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
 
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
 from medweave.sources._base import ReadContext, SourceSpec, register
-from medweave.sources.ehr_sql import DOMAINS, Domain, SqlEngine, ehr_features
+from medweave.sources._ehr_spec import EhrSpec, ehr_block
+from medweave.sources.ehr_sql import DOMAINS, Domain, SqlEngine
 
 __all__ = [
     "VISIT_CODES",
@@ -105,18 +105,11 @@ _HISTORY = re.compile(r"/_history/.*$")
 _DECODER = json.JSONDecoder()
 
 
-class FhirSpec(SourceSpec):
-    """``type: fhir``: a folder of ``.ndjson`` and/or Bundle ``.json`` files, or one file."""
+class FhirSpec(EhrSpec):
+    """``type: fhir``: a folder of ``.ndjson`` and/or Bundle ``.json`` files, or one file;
+    ``form: sequence`` for event sequences instead of features (see :class:`EhrSpec`)."""
 
     path: str
-    domains: tuple[Domain, ...] = DOMAINS
-    min_patients: int = Field(default=5, ge=1)
-
-    @model_validator(mode="after")
-    def _some_domain(self) -> FhirSpec:
-        if not self.domains:
-            raise ValueError(f"domains is empty; use some of {', '.join(DOMAINS)}")
-        return self
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -744,30 +737,22 @@ def open_fhir(
     "fhir",
     spec=FhirSpec,
     description="FHIR R4 Bundle JSON or NDJSON: Patient, Condition, Observation, "
-    "MedicationRequest, Encounter",
+    "MedicationRequest, Encounter; features, or event sequences with form: sequence",
 )
 def read_fhir(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
-    """EHR features of the cohort's patients from FHIR R4 files (see :func:`ehr_features`).
+    """EHR features (or, with ``form: sequence``, event sequences) of the cohort's patients
+    from FHIR R4 files (see :func:`~medweave.sources._ehr_spec.ehr_block`).
 
     Resources left out at the door (``on_error: skip``, unsupported types, domains not
     selected, duplicates) are counted in the audit as rows read and excluded, by reason;
-    the events are then audited by :func:`ehr_features` (after_index, before_lookback,
+    the events are then audited as in the OMOP reader (after_index, before_lookback,
     unknown_patient, rare_code).
     """
     if not isinstance(spec, FhirSpec):
         raise TypeError(f"read_fhir needs a FhirSpec, got {type(spec).__name__}")
     engine, parsed = open_fhir(ctx.resolve(spec.path), domains=spec.domains, on_error=spec.on_error)
     with engine:
-        block = ehr_features(
-            engine,
-            index=ctx.index,
-            lookback_days=ctx.lookback_days,
-            audit=ctx.audit,
-            source=spec.name,
-            domains=spec.domains,
-            min_patients=spec.min_patients,
-            on_error=spec.on_error,
-        )
+        block = ehr_block(engine, spec, ctx)
     ctx.audit.read(spec.name, sum(parsed.excluded.values()))
     for reason, n in sorted(parsed.excluded.items()):
         ctx.audit.exclude_rows(spec.name, reason, n)

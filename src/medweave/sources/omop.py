@@ -21,13 +21,8 @@ from pydantic import ConfigDict, Field, model_validator
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
 from medweave.sources._base import ReadContext, SourceSpec, register
-from medweave.sources.ehr_sql import (
-    DOMAINS,
-    Domain,
-    SqlEngine,
-    ehr_features,
-    quote_ident,
-)
+from medweave.sources._ehr_spec import EhrSpec, ehr_block
+from medweave.sources.ehr_sql import DOMAINS, SqlEngine, quote_ident
 
 __all__ = ["DOMAIN_TABLES", "OmopSpec", "open_omop", "open_spec", "read_omop"]
 
@@ -68,8 +63,9 @@ _NUMERIC = {  # base type names (before any "(p, s)") read as numbers directly
 _NUMBER_RE = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
 
 
-class OmopSpec(SourceSpec):
-    """``type: omop``: exactly one of ``database`` (DuckDB file) or ``url`` (PostgreSQL)."""
+class OmopSpec(EhrSpec):
+    """``type: omop``: exactly one of ``database`` (DuckDB file) or ``url`` (PostgreSQL);
+    ``form: sequence`` for event sequences instead of features (see :class:`EhrSpec`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -77,8 +73,6 @@ class OmopSpec(SourceSpec):
     url: str | None = None
     cdm_schema: str | None = Field(default=None, alias="schema")
     id_column: IdColumn = "person_source_value"
-    domains: tuple[Domain, ...] = DOMAINS
-    min_patients: int = Field(default=5, ge=1)
 
     @model_validator(mode="after")
     def _one_location(self) -> OmopSpec:
@@ -86,8 +80,6 @@ class OmopSpec(SourceSpec):
             raise ValueError(
                 "give exactly one of database (a DuckDB file) or url (postgresql://...)"
             )
-        if not self.domains:
-            raise ValueError(f"domains is empty; use some of {', '.join(DOMAINS)}")
         return self
 
 
@@ -470,19 +462,16 @@ def open_spec(spec: OmopSpec, *, base_dir: Path) -> SqlEngine:
     )
 
 
-@register("omop", spec=OmopSpec, description="OMOP CDM 5.x database: DuckDB file or PostgreSQL URL")
+@register(
+    "omop",
+    spec=OmopSpec,
+    description="OMOP CDM 5.x database: DuckDB file or PostgreSQL URL; features, or event "
+    "sequences with form: sequence",
+)
 def read_omop(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
-    """Features of the cohort's patients from an OMOP CDM (see :func:`ehr_features`)."""
+    """Features (or, with ``form: sequence``, event sequences) of the cohort's patients
+    from an OMOP CDM (see :func:`~medweave.sources._ehr_spec.ehr_block`)."""
     if not isinstance(spec, OmopSpec):
         raise TypeError(f"read_omop needs an OmopSpec, got {type(spec).__name__}")
     with open_spec(spec, base_dir=ctx.base_dir) as engine:
-        return ehr_features(
-            engine,
-            index=ctx.index,
-            lookback_days=ctx.lookback_days,
-            audit=ctx.audit,
-            source=spec.name,
-            domains=spec.domains,
-            min_patients=spec.min_patients,
-            on_error=spec.on_error,
-        )
+        return ehr_block(engine, spec, ctx)
