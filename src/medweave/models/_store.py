@@ -54,6 +54,7 @@ def store_key(
             "embed_dim",
             "fused_dim",
             "max_epochs",
+            "min_epochs",
             "batch_size",
             "weight_decay",
             "patience",

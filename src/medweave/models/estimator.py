@@ -184,6 +184,11 @@ class MultimodalEstimator(BaseEstimator):
         Principal components kept per feature modality, fitted on the training patients
         (an int for every modality with more features, or modality -> int); None keeps
         the features.
+    max_epochs, min_epochs, patience
+        Training stops after ``patience`` epochs without a lower validation loss, but not
+        before ``min_epochs`` (a network whose loss stays flat at first — a CNN on weak
+        labels — is not stopped before it starts learning), nor after ``max_epochs``; the
+        best epoch's weights are kept.
     image_size, image_intensity
         Images are resampled to ``image_size``; intensities are z-scored per image
         (``zscore``), scaled to [0, 1] (``minmax``), or windowed to [0, 1]: ``window`` uses
@@ -220,6 +225,7 @@ class MultimodalEstimator(BaseEstimator):
         pretrain: bool | list[str] | None = None,
         encoder_store: str | None = None,
         max_epochs: int = 80,
+        min_epochs: int = 0,
         batch_size: int = 128,
         lr: float = 2e-3,
         pretrain_lr: float | None = None,
@@ -252,6 +258,7 @@ class MultimodalEstimator(BaseEstimator):
         self.pretrain = pretrain
         self.encoder_store = encoder_store
         self.max_epochs = max_epochs
+        self.min_epochs = min_epochs
         self.batch_size = batch_size
         self.lr = lr
         self.pretrain_lr = pretrain_lr
@@ -382,6 +389,7 @@ class MultimodalEstimator(BaseEstimator):
             with _lightning_quiet(verbose=self.verbose):
                 trainer = L.Trainer(
                     max_epochs=self.max_epochs,
+                    min_epochs=min(self.min_epochs, self.max_epochs),
                     accelerator=self.accelerator,
                     devices=self.devices,
                     strategy=self.strategy,

@@ -83,7 +83,9 @@ class ImageCNNEncoder(Encoder):
     """A MONAI CNN from (n, channels, *spatial) images to (n, out_dim).
 
     ``channels`` are the widths of the ``small`` network's stages (ignored by the other
-    architectures), ``norm`` ``group``/``batch``/``instance``, ``freeze`` fixes all weights.
+    architectures), ``norm`` ``group``/``batch``/``instance``, ``freeze`` fixes all weights,
+    ``augment`` flips each training image along each spatial axis with probability 1/2
+    (never at inference, nor when frozen).
     """
 
     input_kinds: ClassVar[tuple[str, ...]] = ("image",)
@@ -97,9 +99,11 @@ class ImageCNNEncoder(Encoder):
         channels: Sequence[int] = (8, 16, 32),
         norm: str = "group",
         freeze: bool = False,
+        augment: bool = False,
     ) -> None:
         Encoder.__init__(self, spec, out_dim=check_positive(out_dim, key="out_dim"))
         check_kind("image_cnn", spec, ("image",))
+        self.augment = bool(augment)
         if len(spec.shape) not in (3, 4):
             raise InputError(
                 "encoder 'image_cnn': image input shape must be (channels, height, width) or "
@@ -186,6 +190,7 @@ class ImageCNNEncoder(Encoder):
             "channels": list(self.channels),
             "norm": self.norm,
             "freeze": self.freeze,
+            "augment": self.augment,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,8 +199,20 @@ class ImageCNNEncoder(Encoder):
                 f"encoder 'image_cnn': expected images (n, {self.in_channels}, "
                 f"{self.spatial_dims} spatial axes), got {tuple(x.shape)}"
             )
+        if self.training and self.augment:
+            x = _random_flips(x, self.spatial_dims)
         out: torch.Tensor = self.net(x)
         return out
+
+
+def _random_flips(x: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    """Each image flipped along each spatial axis with probability 1/2 (torch's RNG, so
+    seeded training stays deterministic)."""
+    for axis in range(2, 2 + spatial_dims):
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        x = torch.where(flip.view(shape), x.flip(axis), x)
+    return x
 
 
 # --- embedding cache -----------------------------------------------------------------------
