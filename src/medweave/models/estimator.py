@@ -36,7 +36,7 @@ from medweave.models._prep import ModalityPrep, PreparedBatch, fit_preps, prepar
 from medweave.models._store import EncoderStore, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
 from medweave.models.fusion import Fusion, build_fusion
-from medweave.models.fusion.imputation import ModalityDropout
+from medweave.models.fusion.imputation import LearnedImputer, ModalityDropout
 from medweave.models.survival import as_survival
 from medweave.models.tasks import TASKS, Task
 
@@ -62,6 +62,10 @@ class _Net(nn.Module):
     losses (on the patients who have the modality) make every encoder learn its modality's
     signal from the first epoch, instead of leaving a slow encoder (images) behind while
     faster ones drive the fused loss down.
+
+    With an ``imputer``, the embeddings of missing (or dropped-out) modalities are predicted
+    from the present ones and reach the fusion with an "imputed" indicator column
+    (:meth:`~medweave.models.fusion.imputation.Imputation.flagged`).
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class _Net(nn.Module):
         *,
         modality_dropout: float,
         aux_heads: dict[str, nn.Module] | None = None,
+        imputer: LearnedImputer | None = None,
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(dict(encoders))
@@ -79,14 +84,30 @@ class _Net(nn.Module):
         self.head = head
         self.dropout = ModalityDropout(modality_dropout)
         self.aux_heads = nn.ModuleDict(aux_heads or {})
+        self.imputer = imputer
 
     def encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {m: enc(inputs[m]) for m, enc in self.encoders.items()}
 
     def fuse(self, emb: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.training:
-            masks = self.dropout(masks)
-        return self.fusion(emb, masks)
+        return self.fuse_and_impute(emb, masks)[0]
+
+    def fuse_and_impute(
+        self, emb: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fused representation, and the imputer's reconstruction loss (None without
+        an imputer): scored on the modalities present but hidden by modality dropout."""
+        visible = self.dropout(masks) if self.training else masks
+        if self.imputer is None:
+            return self.fusion(emb, visible), None
+        imputation = self.imputer(emb, visible, observed=masks)
+        # An imputation estimates the missing embedding and learns from the reconstruction
+        # loss only; the task loss does not bend it into a feature of its own.
+        imputation.embeddings = {
+            m: torch.where(imputation.imputed[m][:, None], x.detach(), x)
+            for m, x in imputation.embeddings.items()
+        }
+        return self.fusion(*imputation.flagged()), imputation.loss
 
     def embed(
         self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
@@ -119,11 +140,18 @@ class _Rows(Dataset):
 
 class _Lit(L.LightningModule):
     def __init__(
-        self, net: _Net, task: Task, *, lr: float, weight_decay: float, aux_weight: float
+        self,
+        net: _Net,
+        task: Task,
+        *,
+        lr: float,
+        weight_decay: float,
+        aux_weight: float,
+        impute_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.net, self.task, self.lr, self.weight_decay = net, task, lr, weight_decay
-        self.aux_weight = aux_weight
+        self.aux_weight, self.impute_weight = aux_weight, impute_weight
 
     def _step(self, batch: Any) -> torch.Tensor:
         inputs, masks, target = batch
@@ -132,8 +160,11 @@ class _Lit(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, masks, target = batch
         emb = self.net.encode(inputs)
-        loss = self.task.loss(self.net.head(self.net.fuse(emb, masks)), target)
+        fused, impute_loss = self.net.fuse_and_impute(emb, masks)
+        loss = self.task.loss(self.net.head(fused), target)
         self.log("train_loss", loss, batch_size=len(target), on_epoch=True, on_step=False)
+        if impute_loss is not None and self.impute_weight > 0:
+            loss = loss + self.impute_weight * impute_loss
         aux = [
             self.task.loss(head(emb[m][masks[m]]), target[masks[m]])
             for m, head in self.net.aux_heads.items()
@@ -145,7 +176,19 @@ class _Lit(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss = self._step(batch)
+        if self.net.imputer is not None and self.impute_weight > 0:
+            loss = loss + self.impute_weight * self._impute_loss(batch, batch_idx)
         self.log("val_loss", loss, batch_size=len(batch[2]), prog_bar=False, sync_dist=True)
+
+    def _impute_loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The imputer's reconstruction loss on validation patients, their present modalities
+        hidden as modality dropout does in training (the same rows every epoch): early
+        stopping then keeps an epoch whose imputer has learned, not only its task head."""
+        inputs, masks, _ = batch
+        assert self.net.imputer is not None
+        hide = ModalityDropout(self.net.dropout.p).train()
+        visible = hide(masks, generator=torch.Generator().manual_seed(batch_idx))
+        return self.net.imputer(self.net.encode(inputs), visible, observed=masks).loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -169,6 +212,19 @@ class MultimodalEstimator(BaseEstimator):
     aux_weight
         Weight of the per-modality auxiliary losses (each encoder with its own head, on
         the patients who have the modality); 0 turns them off.
+    impute
+        Put a :class:`~medweave.models.fusion.imputation.LearnedImputer` between the
+        encoders and the fusion: the embedding of each modality a patient lacks (or that
+        modality dropout hides in training) is predicted from the modalities the patient
+        has. The fusion receives every embedding with an indicator column appended (1 =
+        imputed, 0 = observed) and every mask True, so it uses the imputed embeddings but
+        always knows them for predictions, never mistakes them for data. The imputer learns
+        where the truth is known: on present modalities hidden by modality dropout (which
+        must therefore be > 0); early stopping follows the task loss plus the weighted
+        reconstruction loss on the validation patients. Ignored with a single modality.
+    impute_weight
+        Weight of the imputer's reconstruction loss (mean squared error of the hidden
+        embeddings, which are detached: the imputer follows the encoders, not vice versa).
     pretrain
         Modalities whose encoders are trained alone first and then frozen (see
         :meth:`fit`): a list of names, True for all, False for none; by default (None) the
@@ -202,6 +258,8 @@ class MultimodalEstimator(BaseEstimator):
         fused_dim: int = 32,
         modality_dropout: float = 0.15,
         aux_weight: float = 0.0,
+        impute: bool = False,
+        impute_weight: float = 1.0,
         pretrain: bool | list[str] | None = None,
         encoder_store: str | None = None,
         max_epochs: int = 80,
@@ -231,6 +289,8 @@ class MultimodalEstimator(BaseEstimator):
         self.fused_dim = fused_dim
         self.modality_dropout = modality_dropout
         self.aux_weight = aux_weight
+        self.impute = impute
+        self.impute_weight = impute_weight
         self.pretrain = pretrain
         self.encoder_store = encoder_store
         self.max_epochs = max_epochs
@@ -299,6 +359,13 @@ class MultimodalEstimator(BaseEstimator):
         task = TASKS.get(self.task)(**(self.task_params or {}))
         task.fit_target(_take(target_raw, train))
         target = task.encode_target(target_raw)
+        if self.impute and len(modalities) > 1 and not self.modality_dropout > 0:
+            raise InputError(
+                "impute=True learns on present modalities hidden by modality dropout; "
+                f"set modality_dropout > 0 (e.g. 0.15), got {self.modality_dropout!r}"
+            )
+        if not float(self.impute_weight) >= 0:
+            raise InputError(f"impute_weight={self.impute_weight!r}; expected a number >= 0")
         self.preps_ = fit_preps(
             cohort,
             modalities,
@@ -343,6 +410,7 @@ class MultimodalEstimator(BaseEstimator):
             lr=lr or self.lr,
             weight_decay=self.weight_decay,
             aux_weight=self.aux_weight,
+            impute_weight=float(self.impute_weight),
         )
         train_dl = DataLoader(
             _Rows(batch, target, train),
@@ -484,6 +552,7 @@ class MultimodalEstimator(BaseEstimator):
             self.net_.head,
             modality_dropout=self.modality_dropout,
             aux_heads=dict(self.net_.aux_heads.items()),
+            imputer=self.net_.imputer,
         )
         return self._train(stage, PreparedBatch(inputs, batch.masks), target, train, val)
 
@@ -501,14 +570,25 @@ class MultimodalEstimator(BaseEstimator):
                 "config": encoders[m].get_config(),
                 "spec": {"kind": spec.kind, "shape": list(spec.shape)},
             }
-        in_dims = {m: e.out_dim for m, e in encoders.items()}
+        imputes = bool(self.impute) and len(encoders) > 1
         fusion = build_fusion(
-            self.fusion, in_dims, **{"out_dim": self.fused_dim, **(self.fusion_params or {})}
+            self.fusion,
+            _fusion_dims(encoders, imputer=imputes),
+            **{"out_dim": self.fused_dim, **(self.fusion_params or {})},
         )
         self.fusion_name_, self.fusion_config_ = self.fusion, fusion.get_config()
         head = self.task_.make_head(fusion.out_dim)
         aux = _aux_heads(self.task_, encoders, weight=self.aux_weight)
-        return _Net(encoders, fusion, head, modality_dropout=self.modality_dropout, aux_heads=aux)
+        imputer = LearnedImputer({m: e.out_dim for m, e in encoders.items()}) if imputes else None
+        self.imputer_config_ = imputer.get_config() if imputer is not None else None
+        return _Net(
+            encoders,
+            fusion,
+            head,
+            modality_dropout=self.modality_dropout,
+            aux_heads=aux,
+            imputer=imputer,
+        )
 
     # --- predicting ------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -583,6 +663,7 @@ class MultimodalEstimator(BaseEstimator):
             "modalities": self.modalities_,
             "encoders": self.encoder_configs_,
             "fusion": {"name": self.fusion_name_, "config": self.fusion_config_},
+            "imputer": getattr(self, "imputer_config_", None),
             "preprocessing": [p.to_json() for p in self.preps_.values()],
             "n_epochs": self.n_epochs_,
         }
@@ -623,19 +704,24 @@ class MultimodalEstimator(BaseEstimator):
             )
             for m, e in meta["encoders"].items()
         }
+        imputer_config = meta.get("imputer")
         fusion = build_fusion(
             meta["fusion"]["name"],
-            {m: e.out_dim for m, e in encoders.items()},
+            _fusion_dims(encoders, imputer=imputer_config is not None),
             **meta["fusion"]["config"],
         )
         head = est.task_.make_head(fusion.out_dim)
         aux = _aux_heads(est.task_, encoders, weight=float(params.get("aux_weight", 0.0)))
+        imputer = None
+        if imputer_config is not None:
+            imputer = LearnedImputer({m: e.out_dim for m, e in encoders.items()}, **imputer_config)
         est.net_ = _Net(
             encoders,
             fusion,
             head,
             modality_dropout=float(params.get("modality_dropout", 0.0)),
             aux_heads=aux,
+            imputer=imputer,
         )
         state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         est.net_.load_state_dict(state)
@@ -643,6 +729,7 @@ class MultimodalEstimator(BaseEstimator):
         est.encoder_configs_ = meta["encoders"]
         est.fusion_name_ = meta["fusion"]["name"]
         est.fusion_config_ = meta["fusion"]["config"]
+        est.imputer_config_ = imputer_config
         est.modalities_ = list(meta["modalities"])
         est.n_epochs_ = int(meta.get("n_epochs", 0))
         return est
@@ -678,6 +765,12 @@ def _aux_heads(task: Task, encoders: dict[str, Encoder], *, weight: float) -> di
     if weight <= 0:
         return {}
     return {m: task.make_head(e.out_dim) for m, e in encoders.items()}
+
+
+def _fusion_dims(encoders: Mapping[str, Encoder], *, imputer: bool) -> dict[str, int]:
+    """The fusion's input sizes: the embeddings, plus the "imputed" indicator column when
+    a learned imputer fills in missing modalities (see ``impute``)."""
+    return {m: e.out_dim + int(imputer) for m, e in encoders.items()}
 
 
 def _input_kind(kind: str) -> Any:
