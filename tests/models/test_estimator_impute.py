@@ -167,6 +167,7 @@ def test_parameters_and_their_checks(shared: tuple[Cohort, Cohort, MultimodalEst
     train, test, est = shared
     params = est.get_params()
     assert params["impute"] is True and params["impute_weight"] == 1.0
+    assert params["gene_sets"] is None
     other = clone(est).set_params(impute=False, impute_weight=0.2)
     assert other.get_params()["impute"] is False and other.impute_weight == 0.2
     with pytest.raises(InputError, match=r"impute=True .* set modality_dropout > 0"):

@@ -31,7 +31,8 @@ from medweave import __version__
 from medweave._atomic import atomic_dir
 from medweave.cohort import Cohort
 from medweave.errors import InputError
-from medweave.models._bundle import jsonable, read_bundle_meta
+from medweave.models._bundle import jsonable, read_bundle_meta, spec_from_json, spec_to_json
+from medweave.models._genesets import gene_sets_by_modality, map_gene_sets
 from medweave.models._prep import ModalityPrep, PreparedBatch, fit_preps, prepare
 from medweave.models._store import EncoderStore, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
@@ -233,6 +234,12 @@ class MultimodalEstimator(BaseEstimator):
         Principal components kept per feature modality, fitted on the training patients
         (an int for every modality with more features, or modality -> int); None keeps
         the features.
+    gene_sets
+        Gene sets that structure the first layer of each omics modality's ``omics_mlp``
+        encoder: set name -> gene ids (the omics features' names, e.g. Ensembl ids), or
+        the path of a GMT file (MSigDB's format). After the fold's top-variance gene
+        selection, genes not kept leave their sets and sets left empty are dropped (with
+        a warning). Not combinable with ``pca`` on the same modality.
     pretrain_lr
         Learning rate of the stage-1 (pretrained) encoders; by default ``lr``.
     encoder_store
@@ -270,6 +277,7 @@ class MultimodalEstimator(BaseEstimator):
         val_fraction: float = 0.15,
         patience: int = 10,
         omics_top_genes: int = 500,
+        gene_sets: dict[str, list[str]] | str | os.PathLike[str] | None = None,
         pca: int | dict[str, int] | None = None,
         image_size: tuple[int, ...] = (64, 64),
         seed: int = 0,
@@ -301,6 +309,7 @@ class MultimodalEstimator(BaseEstimator):
         self.val_fraction = val_fraction
         self.patience = patience
         self.omics_top_genes = omics_top_genes
+        self.gene_sets = gene_sets
         self.pca = pca
         self.image_size = image_size
         self.seed = seed
@@ -359,6 +368,8 @@ class MultimodalEstimator(BaseEstimator):
         task = TASKS.get(self.task)(**(self.task_params or {}))
         task.fit_target(_take(target_raw, train))
         target = task.encode_target(target_raw)
+        components = self._components(cohort, modalities)
+        gene_sets = gene_sets_by_modality(self.gene_sets, cohort, modalities, pca=components)
         if self.impute and len(modalities) > 1 and not self.modality_dropout > 0:
             raise InputError(
                 "impute=True learns on present modalities hidden by modality dropout; "
@@ -372,11 +383,11 @@ class MultimodalEstimator(BaseEstimator):
             train,
             omics_top_genes=self.omics_top_genes,
             image_size=tuple(self.image_size),
-            components=self._components(cohort, modalities),
+            components=components,
         )
         batch = prepare(cohort, self.preps_)
         self.task_ = task
-        self.net_ = self._build_net()
+        self.net_ = self._build_net(gene_sets)
         self.modalities_ = modalities
         staged = self._pretrained_modalities(modalities, list(cohort.modalities))
         if not staged:
@@ -495,8 +506,7 @@ class MultimodalEstimator(BaseEstimator):
         encoder on the same fold starts from the same weights."""
         torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(modality.encode()))
         cfg = self.encoder_configs_[modality]
-        spec = InputSpec(kind=cfg["spec"]["kind"], shape=tuple(cfg["spec"]["shape"]))
-        encoder = build_encoder(cfg["name"], spec, **cfg["config"])
+        encoder = build_encoder(cfg["name"], spec_from_json(cfg["spec"]), **cfg["config"])
         fusion = build_fusion("concat", {modality: encoder.out_dim}, out_dim=self.fused_dim)
         head = self.task_.make_head(fusion.out_dim)
         return _Net({modality: encoder}, fusion, head, modality_dropout=0.0)
@@ -556,19 +566,33 @@ class MultimodalEstimator(BaseEstimator):
         )
         return self._train(stage, PreparedBatch(inputs, batch.masks), target, train, val)
 
-    def _build_net(self) -> _Net:
+    def _build_net(self, gene_sets: dict[str, dict[str, list[str]]]) -> _Net:
         encoders: dict[str, Encoder] = {}
         self.encoder_configs_: dict[str, dict[str, Any]] = {}
         chosen = dict(self.encoders or {})
         for m, prep in self.preps_.items():
             name = chosen.get(m) or DEFAULT_ENCODERS[prep.kind]
             params = {"out_dim": self.embed_dim, **(self.encoder_params or {}).get(m, {})}
-            spec = InputSpec(kind=_input_kind(prep.kind), shape=prep.input_shape())
+            groups: dict[str, list[int]] = {}
+            if m in gene_sets:
+                if name != "omics_mlp":
+                    raise InputError(
+                        f"gene_sets: modality {m!r} uses encoder {name!r}; gene sets need "
+                        f"'omics_mlp' (drop {m!r} from encoders or gene_sets=None)"
+                    )
+                kept = prep.arrays["genes"]
+                groups = map_gene_sets(
+                    gene_sets[m], modality=m, feature_names=prep.feature_names, kept=kept
+                )
+                params["gene_sets"] = True
+            spec = InputSpec(
+                kind=_input_kind(prep.kind), shape=prep.input_shape(), feature_groups=groups
+            )
             encoders[m] = build_encoder(name, spec, **params)
             self.encoder_configs_[m] = {
                 "name": name,
                 "config": encoders[m].get_config(),
-                "spec": {"kind": spec.kind, "shape": list(spec.shape)},
+                "spec": spec_to_json(spec),
             }
         imputes = bool(self.impute) and len(encoders) > 1
         fusion = build_fusion(
@@ -697,11 +721,7 @@ class MultimodalEstimator(BaseEstimator):
                 prep.arrays["genes"] = prep.arrays["genes"].astype(np.int64)
             est.preps_[prep.name] = prep
         encoders = {
-            m: build_encoder(
-                e["name"],
-                InputSpec(kind=e["spec"]["kind"], shape=tuple(e["spec"]["shape"])),
-                **e["config"],
-            )
+            m: build_encoder(e["name"], spec_from_json(e["spec"]), **e["config"])
             for m, e in meta["encoders"].items()
         }
         imputer_config = meta.get("imputer")
