@@ -64,9 +64,8 @@ class _Net(nn.Module):
     signal from the first epoch, instead of leaving a slow encoder (images) behind while
     faster ones drive the fused loss down.
 
-    With an ``imputer``, the embeddings of missing (or dropped-out) modalities are predicted
-    from the present ones and reach the fusion with an "imputed" indicator column
-    (:meth:`~medweave.models.fusion.imputation.Imputation.flagged`).
+    An ``imputer`` predicts missing (or dropped-out) modalities' embeddings, which reach the
+    fusion flagged (:meth:`~medweave.models.fusion.imputation.Imputation.flagged`).
     """
 
     def __init__(
@@ -182,9 +181,8 @@ class _Lit(L.LightningModule):
         self.log("val_loss", loss, batch_size=len(batch[2]), prog_bar=False, sync_dist=True)
 
     def _impute_loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """The imputer's reconstruction loss on validation patients, their present modalities
-        hidden as modality dropout does in training (the same rows every epoch): early
-        stopping then keeps an epoch whose imputer has learned, not only its task head."""
+        """The imputer's reconstruction loss on validation patients, present modalities hidden
+        as in training (the same rows every epoch), so early stopping also waits for it."""
         inputs, masks, _ = batch
         assert self.net.imputer is not None
         hide = ModalityDropout(self.net.dropout.p).train()
@@ -214,18 +212,17 @@ class MultimodalEstimator(BaseEstimator):
         Weight of the per-modality auxiliary losses (each encoder with its own head, on
         the patients who have the modality); 0 turns them off.
     impute
-        Put a :class:`~medweave.models.fusion.imputation.LearnedImputer` between the
-        encoders and the fusion: the embedding of each modality a patient lacks (or that
-        modality dropout hides in training) is predicted from the modalities the patient
-        has. The fusion receives every embedding with an indicator column appended (1 =
-        imputed, 0 = observed) and every mask True, so it uses the imputed embeddings but
-        always knows them for predictions, never mistakes them for data. The imputer learns
-        where the truth is known: on present modalities hidden by modality dropout (which
-        must therefore be > 0); early stopping follows the task loss plus the weighted
-        reconstruction loss on the validation patients. Ignored with a single modality.
+        A :class:`~medweave.models.fusion.imputation.LearnedImputer` between encoders and
+        fusion predicts the embedding of each modality a patient lacks (or that dropout
+        hides) from the ones the patient has. The fusion gets every embedding with an
+        indicator column (1 = imputed, 0 = observed) and every mask True: it uses the
+        imputations, knowing them for predictions, never mistaking them for data. The
+        imputer learns on present modalities hidden by modality dropout (so it must be
+        > 0); early stopping follows task loss + weighted reconstruction loss on the
+        validation patients. Ignored with a single modality.
     impute_weight
         Weight of the imputer's reconstruction loss (mean squared error of the hidden
-        embeddings, which are detached: the imputer follows the encoders, not vice versa).
+        embeddings, detached: the imputer follows the encoders, not vice versa).
     pretrain
         Modalities whose encoders are trained alone first and then frozen (see
         :meth:`fit`): a list of names, True for all, False for none; by default (None) the
@@ -597,7 +594,7 @@ class MultimodalEstimator(BaseEstimator):
         imputes = bool(self.impute) and len(encoders) > 1
         fusion = build_fusion(
             self.fusion,
-            _fusion_dims(encoders, imputer=imputes),
+            {m: e.out_dim + int(imputes) for m, e in encoders.items()},  # + "imputed" flag
             **{"out_dim": self.fused_dim, **(self.fusion_params or {})},
         )
         self.fusion_name_, self.fusion_config_ = self.fusion, fusion.get_config()
@@ -727,7 +724,7 @@ class MultimodalEstimator(BaseEstimator):
         imputer_config = meta.get("imputer")
         fusion = build_fusion(
             meta["fusion"]["name"],
-            _fusion_dims(encoders, imputer=imputer_config is not None),
+            {m: e.out_dim + int(imputer_config is not None) for m, e in encoders.items()},
             **meta["fusion"]["config"],
         )
         head = est.task_.make_head(fusion.out_dim)
@@ -785,12 +782,6 @@ def _aux_heads(task: Task, encoders: dict[str, Encoder], *, weight: float) -> di
     if weight <= 0:
         return {}
     return {m: task.make_head(e.out_dim) for m, e in encoders.items()}
-
-
-def _fusion_dims(encoders: Mapping[str, Encoder], *, imputer: bool) -> dict[str, int]:
-    """The fusion's input sizes: the embeddings, plus the "imputed" indicator column when
-    a learned imputer fills in missing modalities (see ``impute``)."""
-    return {m: e.out_dim + int(imputer) for m, e in encoders.items()}
 
 
 def _input_kind(kind: str) -> Any:
