@@ -9,8 +9,9 @@ import pytest
 
 from medweave.cli import main
 from medweave.errors import InputError
-from medweave.experiment import load_study, make_folds, parse_study, plan_models
-from medweave.experiment._run import check_outcomes
+from medweave.experiment import FoldJob, ModelSpec, load_study, make_folds, parse_study, plan_models
+from medweave.experiment._jobs import make_estimator
+from medweave.experiment._run import check_outcomes, estimator_params
 
 from .conftest import FAST_STUDY
 
@@ -93,3 +94,31 @@ def test_cli_bad_study_exits_2_with_one_line(
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "missing.yaml not found" in err and "\n" not in err
+
+
+def test_estimator_takes_imputation_and_a_gene_set_file_beside_the_study(tmp_path: Path) -> None:
+    (tmp_path / "sets.gmt").write_text("m1\tdesc\tG1\tG2\n")
+    extra = {"impute": True, "impute_weight": 0.5, "gene_sets": "sets.gmt"}
+    study = parse_study({**FAST_STUDY, "estimator": {**FAST_STUDY["estimator"], **extra}})
+    params = estimator_params(study, tmp_path)
+    assert params["gene_sets"] == str((tmp_path / "sets.gmt").resolve())
+    job = FoldJob(
+        model=ModelSpec(
+            name="fusion:late", kind="fusion", modalities=("ehr", "omics"), fusion="late"
+        ),
+        fold=0,
+        cohort_path="",
+        train=np.arange(3),
+        test=np.arange(0),
+        task="binary",
+        estimator=params,
+        seed=0,
+        encoder_store="",
+        out="",
+    )
+    est = make_estimator(job)
+    assert (est.impute, est.impute_weight, est.gene_sets) == (True, 0.5, params["gene_sets"])
+    (tmp_path / "bad.gmt").write_text("m1 G1 G2\n")
+    bad = parse_study({**FAST_STUDY, "estimator": {"gene_sets": "bad.gmt"}})
+    with pytest.raises(InputError, match=r"^estimator\.gene_sets: .*bad\.gmt, line 1: 1 tab"):
+        estimator_params(bad, tmp_path)

@@ -535,6 +535,32 @@ def test_imputed_rows_are_not_observed_unless_opted_in() -> None:
     assert not torch.allclose(opted, default)
 
 
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_flagged_imputations_reach_every_fusion_with_an_indicator(name: str) -> None:
+    imputer, emb, observed, visible = _imputer_case()
+    res = imputer(emb, visible, observed=observed)
+    emb_in, masks_in = res.flagged()
+    for m in DIMS:
+        assert bool(masks_in[m].all())
+        assert emb_in[m].shape == (len(visible[m]), DIMS[m] + 1)
+        torch.testing.assert_close(emb_in[m][:, -1], (~visible[m]).float())  # 1 = imputed
+        assert torch.equal(emb_in[m][:, :-1], res.embeddings[m])
+    torch.manual_seed(0)
+    fusion = build_fusion(name, {m: d + 1 for m, d in DIMS.items()}, out_dim=4).eval()
+    with torch.no_grad():
+        out = fusion(emb_in, masks_in)
+        # the same embeddings passed as observed (indicator 0) give another output: the
+        # fusion can tell an imputation from an observation
+        as_data = {
+            m: torch.cat([x[:, :-1], torch.zeros_like(x[:, -1:])], 1) for m, x in emb_in.items()
+        }
+        lied = fusion(as_data, masks_in)
+    assert torch.isfinite(out).all()
+    rows = ~torch.stack([visible[m] for m in DIMS], 1).all(1)  # rows with an imputation
+    assert rows.any() and not torch.allclose(out[rows], lied[rows])
+    torch.testing.assert_close(out[~rows], lied[~rows])
+
+
 def test_imputer_learns_a_cross_modal_relation() -> None:
     torch.manual_seed(0)
     dims = {"a": 4, "b": 3}

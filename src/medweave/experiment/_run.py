@@ -30,6 +30,7 @@ from medweave.experiment._jobs import FoldJob, load_job_result, plan_models
 from medweave.experiment._results import MAIN_METRIC, Outcomes, assemble, ceilings
 from medweave.experiment._stratify import stratification
 from medweave.experiment._study import StudyConfig, load_study
+from medweave.sources.genesets import read_gmt
 
 __all__ = ["RunResult", "make_folds", "run_study"]
 
@@ -143,6 +144,22 @@ def make_folds(cohort: Cohort, study: StudyConfig) -> list[tuple[np.ndarray, np.
                     "patients; every fold needs both (choose another split column or fewer folds)"
                 )
     return folds
+
+
+def estimator_params(study: StudyConfig, base: Path) -> dict[str, Any]:
+    """The study's ``estimator`` arguments; a ``gene_sets`` GMT path is taken relative to
+    the study file (like ``cohort``) and read once here, so that a malformed file fails
+    before any training, naming its line."""
+    params = dict(study.estimator)
+    sets = params.get("gene_sets")
+    if isinstance(sets, str):
+        path = (base / sets).resolve()
+        try:
+            read_gmt(path)
+        except InputError as exc:
+            raise InputError(f"estimator.gene_sets: {exc}") from None
+        params["gene_sets"] = str(path)
+    return params
 
 
 def _fingerprint(study: StudyConfig, cohort: Cohort) -> str:
@@ -264,6 +281,7 @@ def _run(
 
     jobs: list[FoldJob] = []
     store = str(out / "cache" / "encoders")
+    estimator = estimator_params(study, base)
     for k, (train, test) in enumerate(folds):
         for spec in specs:
             jobs.append(
@@ -274,7 +292,7 @@ def _run(
                     train=train,
                     test=test,
                     task=study.task,
-                    estimator=dict(study.estimator),
+                    estimator=dict(estimator),
                     seed=study.seed,
                     encoder_store=store,
                     out=str(out / "folds" / _safe(spec.name) / f"fold-{k}.npz"),
@@ -290,7 +308,7 @@ def _run(
                 train=all_rows,
                 test=all_rows[:0],
                 task=study.task,
-                estimator=dict(study.estimator),
+                estimator=dict(estimator),
                 seed=study.seed,
                 encoder_store=store,
                 out=str(out / "models" / f"{_safe(spec.name)}.done.npz"),

@@ -11,7 +11,8 @@ YAML keys are constructor arguments; errors name the file and the key::
       fusions: [early, late, concat, attention, gated, tensor]
       subsets: false             # every subset of two or more modalities (first fusion)
       baselines: [lightgbm]      # lightgbm (binary) and/or coxph (survival)
-    estimator: {max_epochs: 80}  # MultimodalEstimator arguments shared by every model
+    estimator: {max_epochs: 80}  # MultimodalEstimator arguments shared by every model,
+                                 # e.g. impute: true, gene_sets: h.all.gmt (beside this file)
     validation: {folds: 5, seed: 0}          # or {split_column: site}
     evaluation: {n_bootstrap: 1000, subgroups: [sex, age_band]}
     stratification: {k: null, risk_groups: 3}

@@ -31,7 +31,8 @@ from medweave import __version__
 from medweave._atomic import atomic_dir
 from medweave.cohort import Cohort
 from medweave.errors import InputError
-from medweave.models._bundle import jsonable, read_bundle_meta
+from medweave.models._bundle import jsonable, read_bundle_meta, spec_from_json, spec_to_json
+from medweave.models._genesets import gene_sets_by_modality, map_gene_sets
 from medweave.models._prep import (
     ModalityPrep,
     ModelInput,
@@ -44,7 +45,7 @@ from medweave.models._prep import (
 from medweave.models._store import EncoderStore, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
 from medweave.models.fusion import Fusion, build_fusion
-from medweave.models.fusion.imputation import ModalityDropout
+from medweave.models.fusion.imputation import LearnedImputer, ModalityDropout
 from medweave.models.survival import as_survival
 from medweave.models.tasks import TASKS, Task
 
@@ -71,6 +72,9 @@ class _Net(nn.Module):
     losses (on the patients who have the modality) make every encoder learn its modality's
     signal from the first epoch, instead of leaving a slow encoder (images) behind while
     faster ones drive the fused loss down.
+
+    An ``imputer`` predicts missing (or dropped-out) modalities' embeddings, which reach the
+    fusion flagged (:meth:`~medweave.models.fusion.imputation.Imputation.flagged`).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class _Net(nn.Module):
         *,
         modality_dropout: float,
         aux_heads: dict[str, nn.Module] | None = None,
+        imputer: LearnedImputer | None = None,
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(dict(encoders))
@@ -88,14 +93,30 @@ class _Net(nn.Module):
         self.head = head
         self.dropout = ModalityDropout(modality_dropout)
         self.aux_heads = nn.ModuleDict(aux_heads or {})
+        self.imputer = imputer
 
     def encode(self, inputs: dict[str, ModelInput]) -> dict[str, torch.Tensor]:
         return {m: enc(inputs[m]) for m, enc in self.encoders.items()}
 
     def fuse(self, emb: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.training:
-            masks = self.dropout(masks)
-        return self.fusion(emb, masks)
+        return self.fuse_and_impute(emb, masks)[0]
+
+    def fuse_and_impute(
+        self, emb: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fused representation, and the imputer's reconstruction loss (None without
+        an imputer): scored on the modalities present but hidden by modality dropout."""
+        visible = self.dropout(masks) if self.training else masks
+        if self.imputer is None:
+            return self.fusion(emb, visible), None
+        imputation = self.imputer(emb, visible, observed=masks)
+        # An imputation estimates the missing embedding and learns from the reconstruction
+        # loss only; the task loss does not bend it into a feature of its own.
+        imputation.embeddings = {
+            m: torch.where(imputation.imputed[m][:, None], x.detach(), x)
+            for m, x in imputation.embeddings.items()
+        }
+        return self.fusion(*imputation.flagged()), imputation.loss
 
     def embed(self, inputs: dict[str, ModelInput], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.fuse(self.encode(inputs), masks)
@@ -126,11 +147,18 @@ class _Rows(Dataset):
 
 class _Lit(L.LightningModule):
     def __init__(
-        self, net: _Net, task: Task, *, lr: float, weight_decay: float, aux_weight: float
+        self,
+        net: _Net,
+        task: Task,
+        *,
+        lr: float,
+        weight_decay: float,
+        aux_weight: float,
+        impute_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.net, self.task, self.lr, self.weight_decay = net, task, lr, weight_decay
-        self.aux_weight = aux_weight
+        self.aux_weight, self.impute_weight = aux_weight, impute_weight
 
     def _step(self, batch: Any) -> torch.Tensor:
         inputs, masks, target = batch
@@ -139,8 +167,11 @@ class _Lit(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, masks, target = batch
         emb = self.net.encode(inputs)
-        loss = self.task.loss(self.net.head(self.net.fuse(emb, masks)), target)
+        fused, impute_loss = self.net.fuse_and_impute(emb, masks)
+        loss = self.task.loss(self.net.head(fused), target)
         self.log("train_loss", loss, batch_size=len(target), on_epoch=True, on_step=False)
+        if impute_loss is not None and self.impute_weight > 0:
+            loss = loss + self.impute_weight * impute_loss
         aux = [
             self.task.loss(head(emb[m][masks[m]]), target[masks[m]])
             for m, head in self.net.aux_heads.items()
@@ -152,7 +183,18 @@ class _Lit(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss = self._step(batch)
+        if self.net.imputer is not None and self.impute_weight > 0:
+            loss = loss + self.impute_weight * self._impute_loss(batch, batch_idx)
         self.log("val_loss", loss, batch_size=len(batch[2]), prog_bar=False, sync_dist=True)
+
+    def _impute_loss(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The imputer's reconstruction loss on validation patients, present modalities hidden
+        as in training (the same rows every epoch), so early stopping also waits for it."""
+        inputs, masks, _ = batch
+        assert self.net.imputer is not None
+        hide = ModalityDropout(self.net.dropout.p).train()
+        visible = hide(masks, generator=torch.Generator().manual_seed(batch_idx))
+        return self.net.imputer(self.net.encode(inputs), visible, observed=masks).loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -176,6 +218,18 @@ class MultimodalEstimator(BaseEstimator):
     aux_weight
         Weight of the per-modality auxiliary losses (each encoder with its own head, on
         the patients who have the modality); 0 turns them off.
+    impute
+        A :class:`~medweave.models.fusion.imputation.LearnedImputer` between encoders and
+        fusion predicts the embedding of each modality a patient lacks (or that dropout
+        hides) from the ones the patient has. The fusion gets every embedding with an
+        indicator column (1 = imputed, 0 = observed) and every mask True: it uses the
+        imputations, knowing them for predictions, never mistaking them for data. The
+        imputer learns on present modalities hidden by modality dropout (so it must be
+        > 0); early stopping follows task loss + weighted reconstruction loss on the
+        validation patients. Ignored with a single modality.
+    impute_weight
+        Weight of the imputer's reconstruction loss (mean squared error of the hidden
+        embeddings, detached: the imputer follows the encoders, not vice versa).
     pretrain
         Modalities whose encoders are trained alone first and then frozen (see
         :meth:`fit`): a list of names, True for all, False for none; by default (None) the
@@ -194,6 +248,12 @@ class MultimodalEstimator(BaseEstimator):
         (``zscore``), scaled to [0, 1] (``minmax``), or windowed to [0, 1]: ``window`` uses
         the DICOM file's own WindowCenter/WindowWidth, a (low, high) pair a fixed window
         in modality units (CT: Hounsfield units, e.g. (-1000, 400)).
+    gene_sets
+        Gene sets that structure the first layer of each omics modality's ``omics_mlp``
+        encoder: set name -> gene ids (the omics features' names, e.g. Ensembl ids), or
+        the path of a GMT file (MSigDB's format). After the fold's top-variance gene
+        selection, genes not kept leave their sets and sets left empty are dropped (with
+        a warning). Not combinable with ``pca`` on the same modality.
     pretrain_lr
         Learning rate of the stage-1 (pretrained) encoders; by default ``lr``.
     sequence_max_len, sequence_min_count
@@ -222,6 +282,8 @@ class MultimodalEstimator(BaseEstimator):
         fused_dim: int = 32,
         modality_dropout: float = 0.15,
         aux_weight: float = 0.0,
+        impute: bool = False,
+        impute_weight: float = 1.0,
         pretrain: bool | list[str] | None = None,
         encoder_store: str | None = None,
         max_epochs: int = 80,
@@ -233,6 +295,7 @@ class MultimodalEstimator(BaseEstimator):
         val_fraction: float = 0.15,
         patience: int = 10,
         omics_top_genes: int = 500,
+        gene_sets: dict[str, list[str]] | str | os.PathLike[str] | None = None,
         pca: int | dict[str, int] | None = None,
         image_size: tuple[int, ...] = (64, 64),
         image_intensity: str | tuple[float, float] = "zscore",
@@ -255,6 +318,8 @@ class MultimodalEstimator(BaseEstimator):
         self.fused_dim = fused_dim
         self.modality_dropout = modality_dropout
         self.aux_weight = aux_weight
+        self.impute = impute
+        self.impute_weight = impute_weight
         self.pretrain = pretrain
         self.encoder_store = encoder_store
         self.max_epochs = max_epochs
@@ -266,6 +331,7 @@ class MultimodalEstimator(BaseEstimator):
         self.val_fraction = val_fraction
         self.patience = patience
         self.omics_top_genes = omics_top_genes
+        self.gene_sets = gene_sets
         self.pca = pca
         self.image_size = image_size
         self.image_intensity = image_intensity
@@ -327,6 +393,15 @@ class MultimodalEstimator(BaseEstimator):
         task = TASKS.get(self.task)(**(self.task_params or {}))
         task.fit_target(_take(target_raw, train))
         target = task.encode_target(target_raw)
+        components = self._components(cohort, modalities)
+        gene_sets = gene_sets_by_modality(self.gene_sets, cohort, modalities, pca=components)
+        if self.impute and len(modalities) > 1 and not self.modality_dropout > 0:
+            raise InputError(
+                "impute=True learns on present modalities hidden by modality dropout; "
+                f"set modality_dropout > 0 (e.g. 0.15), got {self.modality_dropout!r}"
+            )
+        if not float(self.impute_weight) >= 0:
+            raise InputError(f"impute_weight={self.impute_weight!r}; expected a number >= 0")
         self.preps_ = fit_preps(
             cohort,
             modalities,
@@ -334,13 +409,13 @@ class MultimodalEstimator(BaseEstimator):
             omics_top_genes=self.omics_top_genes,
             image_size=tuple(self.image_size),
             image_intensity=self.image_intensity,
-            components=self._components(cohort, modalities),
+            components=components,
             sequence_max_len=self.sequence_max_len,
             sequence_min_count=self.sequence_min_count,
         )
         batch = prepare(cohort, self.preps_)
         self.task_ = task
-        self.net_ = self._build_net()
+        self.net_ = self._build_net(gene_sets)
         self.modalities_ = modalities
         staged = self._pretrained_modalities(modalities, list(cohort.modalities))
         if not staged:
@@ -374,6 +449,7 @@ class MultimodalEstimator(BaseEstimator):
             lr=lr or self.lr,
             weight_decay=self.weight_decay,
             aux_weight=self.aux_weight,
+            impute_weight=float(self.impute_weight),
         )
         train_dl = DataLoader(
             _Rows(batch, target, train),
@@ -459,7 +535,7 @@ class MultimodalEstimator(BaseEstimator):
         encoder on the same fold starts from the same weights."""
         torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(modality.encode()))
         cfg = self.encoder_configs_[modality]
-        encoder = build_encoder(cfg["name"], _input_spec(cfg["spec"]), **cfg["config"])
+        encoder = build_encoder(cfg["name"], spec_from_json(cfg["spec"]), **cfg["config"])
         fusion = build_fusion("concat", {modality: encoder.out_dim}, out_dim=self.fused_dim)
         head = self.task_.make_head(fusion.out_dim)
         return _Net({modality: encoder}, fusion, head, modality_dropout=0.0)
@@ -515,35 +591,60 @@ class MultimodalEstimator(BaseEstimator):
             self.net_.head,
             modality_dropout=self.modality_dropout,
             aux_heads=dict(self.net_.aux_heads.items()),
+            imputer=self.net_.imputer,
         )
         return self._train(stage, PreparedBatch(inputs, batch.masks), target, train, val)
 
-    def _build_net(self) -> _Net:
+    def _build_net(self, gene_sets: dict[str, dict[str, list[str]]]) -> _Net:
         encoders: dict[str, Encoder] = {}
         self.encoder_configs_: dict[str, dict[str, Any]] = {}
         chosen = dict(self.encoders or {})
         for m, prep in self.preps_.items():
             name = chosen.get(m) or DEFAULT_ENCODERS[prep.kind]
             params = {"out_dim": self.embed_dim, **(self.encoder_params or {}).get(m, {})}
+            groups: dict[str, list[int]] = {}
+            if m in gene_sets:
+                if name != "omics_mlp":
+                    raise InputError(
+                        f"gene_sets: modality {m!r} uses encoder {name!r}; gene sets need "
+                        f"'omics_mlp' (drop {m!r} from encoders or gene_sets=None)"
+                    )
+                kept = prep.arrays["genes"]
+                groups = map_gene_sets(
+                    gene_sets[m], modality=m, feature_names=prep.feature_names, kept=kept
+                )
+                params["gene_sets"] = True
             spec = InputSpec(
-                kind=_input_kind(prep.kind), shape=prep.input_shape(), vocab_size=prep.vocab_size
+                kind=_input_kind(prep.kind),
+                shape=prep.input_shape(),
+                feature_groups=groups,
+                vocab_size=prep.vocab_size,
             )
             encoders[m] = build_encoder(name, spec, **params)
             self.encoder_configs_[m] = {
                 "name": name,
                 "config": encoders[m].get_config(),
-                "spec": {"kind": spec.kind, "shape": list(spec.shape)},
+                "spec": spec_to_json(spec),
             }
-            if spec.vocab_size:
-                self.encoder_configs_[m]["spec"]["vocab_size"] = spec.vocab_size
-        in_dims = {m: e.out_dim for m, e in encoders.items()}
+        imputes = bool(self.impute) and len(encoders) > 1
         fusion = build_fusion(
-            self.fusion, in_dims, **{"out_dim": self.fused_dim, **(self.fusion_params or {})}
+            self.fusion,
+            {m: e.out_dim + int(imputes) for m, e in encoders.items()},  # + "imputed" flag
+            **{"out_dim": self.fused_dim, **(self.fusion_params or {})},
         )
         self.fusion_name_, self.fusion_config_ = self.fusion, fusion.get_config()
         head = self.task_.make_head(fusion.out_dim)
         aux = _aux_heads(self.task_, encoders, weight=self.aux_weight)
-        return _Net(encoders, fusion, head, modality_dropout=self.modality_dropout, aux_heads=aux)
+        imputer = LearnedImputer({m: e.out_dim for m, e in encoders.items()}) if imputes else None
+        self.imputer_config_ = imputer.get_config() if imputer is not None else None
+        return _Net(
+            encoders,
+            fusion,
+            head,
+            modality_dropout=self.modality_dropout,
+            aux_heads=aux,
+            imputer=imputer,
+        )
 
     # --- predicting ------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -618,6 +719,7 @@ class MultimodalEstimator(BaseEstimator):
             "modalities": self.modalities_,
             "encoders": self.encoder_configs_,
             "fusion": {"name": self.fusion_name_, "config": self.fusion_config_},
+            "imputer": getattr(self, "imputer_config_", None),
             "preprocessing": [p.to_json() for p in self.preps_.values()],
             "n_epochs": self.n_epochs_,
         }
@@ -651,22 +753,27 @@ class MultimodalEstimator(BaseEstimator):
                 prep.arrays["genes"] = prep.arrays["genes"].astype(np.int64)
             est.preps_[prep.name] = prep
         encoders = {
-            m: build_encoder(e["name"], _input_spec(e["spec"]), **e["config"])
+            m: build_encoder(e["name"], spec_from_json(e["spec"]), **e["config"])
             for m, e in meta["encoders"].items()
         }
+        imputer_config = meta.get("imputer")
         fusion = build_fusion(
             meta["fusion"]["name"],
-            {m: e.out_dim for m, e in encoders.items()},
+            {m: e.out_dim + int(imputer_config is not None) for m, e in encoders.items()},
             **meta["fusion"]["config"],
         )
         head = est.task_.make_head(fusion.out_dim)
         aux = _aux_heads(est.task_, encoders, weight=float(params.get("aux_weight", 0.0)))
+        imputer = None
+        if imputer_config is not None:
+            imputer = LearnedImputer({m: e.out_dim for m, e in encoders.items()}, **imputer_config)
         est.net_ = _Net(
             encoders,
             fusion,
             head,
             modality_dropout=float(params.get("modality_dropout", 0.0)),
             aux_heads=aux,
+            imputer=imputer,
         )
         state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         est.net_.load_state_dict(state)
@@ -674,6 +781,7 @@ class MultimodalEstimator(BaseEstimator):
         est.encoder_configs_ = meta["encoders"]
         est.fusion_name_ = meta["fusion"]["name"]
         est.fusion_config_ = meta["fusion"]["config"]
+        est.imputer_config_ = imputer_config
         est.modalities_ = list(meta["modalities"])
         est.n_epochs_ = int(meta.get("n_epochs", 0))
         return est
@@ -703,13 +811,6 @@ def _embed(encoder: nn.Module, x: ModelInput, *, chunk: int = 512) -> torch.Tens
     encoder.eval()
     parts = [encoder(take_rows(x, slice(i, i + chunk))) for i in range(0, n_rows(x), chunk)]
     return torch.cat(parts).detach()
-
-
-def _input_spec(spec: dict[str, Any]) -> InputSpec:
-    """An encoder's :class:`InputSpec` from its JSON form in ``encoder_configs_``."""
-    return InputSpec(
-        kind=spec["kind"], shape=tuple(spec["shape"]), vocab_size=int(spec.get("vocab_size", 0))
-    )
 
 
 def _aux_heads(task: Task, encoders: dict[str, Encoder], *, weight: float) -> dict[str, nn.Module]:

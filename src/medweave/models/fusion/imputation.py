@@ -18,9 +18,13 @@ modalities the patient has (``observed``) that were hidden from the imputer (not
 ``visible``). Imputed rows are reported in ``result.imputed`` and are **not** marked as
 present: by default (``use_imputed=False``) the fusion receives the true presence masks
 and ignores the filled-in rows like any missing row, so the imputer then acts only through
-its auxiliary loss (a cross-modal predictive objective on the encoders). Only with
-``use_imputed=True`` -- an explicit opt-in that the estimator exposes under that name --
-are imputed rows passed to the fusion as if observed (``masks | imputed``).
+its auxiliary loss (a cross-modal predictive objective on the encoders). With
+``use_imputed=True`` imputed rows are passed to the fusion as if observed
+(``masks | imputed``), indistinguishable from data. :meth:`Imputation.flagged` is the
+honest way to let a fusion use them, and the one ``MultimodalEstimator(impute=True)``
+takes: every embedding gains an indicator column (1 = imputed, 0 = observed), so the
+fusion (built with ``in_dims`` + 1) sees each row as either an observation or a
+prediction it is told is a prediction, never a placeholder posing as data.
 """
 
 from __future__ import annotations
@@ -104,6 +108,17 @@ class Imputation:
         if not use_imputed:
             return self.embeddings, self.masks
         return self.embeddings, {m: self.masks[m] | self.imputed[m] for m in self.masks}
+
+    def flagged(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``(embeddings, masks)`` for a fusion built with ``in_dims`` + 1: each embedding
+        with an indicator column appended (1.0 on imputed rows, 0.0 on observed ones) and
+        every row marked present, since every row now holds an observation or a labelled
+        prediction."""
+        emb = {
+            m: torch.cat([x, self.imputed[m].to(x.dtype)[:, None]], dim=1)
+            for m, x in self.embeddings.items()
+        }
+        return emb, {m: torch.ones_like(k, dtype=torch.bool) for m, k in self.masks.items()}
 
 
 class LearnedImputer(nn.Module):
