@@ -60,6 +60,9 @@ def test_every_registered_encoder_conforms(name: str) -> None:
         ("image_cnn", InputSpec("image", (3, 32, 32)), {"arch": "resnet10"}),
         ("image_cnn", InputSpec("image", (1, 32, 32)), {"channels": [8], "freeze": True}),
         ("image_cnn", InputSpec("image", (1, 32, 32)), {"channels": [8], "norm": "batch"}),
+        ("image_cnn", InputSpec("image", (1, 32, 32)), {"channels": [8], "norm": "none"}),
+        ("image_cnn", InputSpec("image", (1, 32, 32)), {"arch": "resnet10", "norm": "none"}),
+        ("image_cnn", InputSpec("image", (1, 16, 16, 16)), {"channels": [4], "augment": True}),
         ("gru", KIND_SPECS["sequence"], {"num_layers": 2, "bidirectional": True}),
         ("gru", KIND_SPECS["sequence"], {"value_transform": "none", "hidden_size": 8}),
         ("transformer", KIND_SPECS["sequence"], {"d_model": 8, "n_heads": 2, "ff_dim": 16}),
@@ -291,6 +294,30 @@ def test_image_3d_path() -> None:
             assert out.shape == (2, 5) and torch.isfinite(out).all()
     with pytest.raises(InputError, match="expected images"):
         small(torch.randn(2, 1, 16, 16))
+
+
+def test_image_augmentation_flips_in_training_only() -> None:
+    spec = InputSpec("image", (1, 16, 16))
+    torch.manual_seed(0)
+    plain = build_encoder("image_cnn", spec, out_dim=4, channels=[4])
+    torch.manual_seed(0)
+    aug = build_encoder("image_cnn", spec, out_dim=4, channels=[4], augment=True)
+    x = torch.randn(64, 1, 16, 16)
+    with torch.no_grad():
+        aug.eval()
+        plain.eval()
+        torch.testing.assert_close(aug(x), plain(x))  # never at inference
+        aug.train()
+        torch.manual_seed(1)
+        a = aug(x)
+        torch.manual_seed(1)
+        b = aug(x)
+        torch.testing.assert_close(a, b)  # seeded: reproducible
+        plain.train()
+        flipped_rows = (a - plain(x)).abs().amax(dim=1) > 1e-6
+    # each axis flipped with probability 1/2: about 3 in 4 images change
+    assert 30 < int(flipped_rows.sum()) < 64
+    assert aug.get_config()["augment"] is True
 
 
 def test_frozen_image_encoder_stays_fixed() -> None:

@@ -176,6 +176,14 @@ def test_images_train_end_to_end(split: tuple[Cohort, Cohort]) -> None:
     assert est.encoder_configs_["imaging"]["name"] == "image_cnn"
 
 
+def test_min_epochs_holds_early_stopping_back(split: tuple[Cohort, Cohort]) -> None:
+    train, _ = split
+    settings = {**FAST, "patience": 1, "max_epochs": 12}
+    early = MultimodalEstimator(modalities=["environment"], **settings).fit(train)
+    held = MultimodalEstimator(modalities=["environment"], **settings, min_epochs=10).fit(train)
+    assert held.n_epochs_ >= 9 > early.n_epochs_
+
+
 def test_image_intensity_window_is_applied_and_kept_in_bundles(
     split: tuple[Cohort, Cohort], tmp_path: Path
 ) -> None:

@@ -47,26 +47,31 @@ __all__ = [
 
 #: the networks ``image_cnn`` can build
 ARCHS: tuple[str, ...] = ("small", "resnet10", "resnet18", "densenet121")
-_NORMS = ("group", "batch", "instance")
+_NORMS = ("group", "batch", "instance", "none")
 _GROUPS = 8
 _DENSENET_MIN_SIZE = 32  # five halvings before the last transition's pooling
 
 
-def _norm(norm: str, channels: int) -> str | tuple[str, dict[str, Any]]:
+def _norm(norm: str, channels: int) -> str | tuple[str, dict[str, Any]] | None:
     """MONAI's norm argument; GroupNorm groups divide ``channels``."""
+    if norm == "none":
+        return None
     if norm == "group":
         return ("group", {"num_groups": math.gcd(_GROUPS, channels)})
     return norm
 
 
 def _replace_batchnorm(module: nn.Module, *, norm: str, spatial_dims: int) -> None:
-    """Swap every BatchNorm layer below ``module`` for GroupNorm or InstanceNorm (affine)."""
+    """Swap every BatchNorm layer below ``module`` for GroupNorm, InstanceNorm (affine) or
+    nothing."""
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
             c = child.num_features
             new: nn.Module
             if norm == "group":
                 new = nn.GroupNorm(math.gcd(_GROUPS, c), c)
+            elif norm == "none":
+                new = nn.Identity()
             else:
                 inorm = nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d
                 new = inorm(c, affine=True)
