@@ -145,3 +145,30 @@ def test_survival_study_end_to_end(study_root: Path) -> None:
     assert res["stratification"]["risk_groups"]["logrank"]["p_value"] < 0.05
     assert run.report.is_file()
     assert CoxPHBaseline.load(run.out / "models" / "coxph").columns_
+
+
+def test_study_with_an_event_sequence_modality(study_root: Path) -> None:
+    """An EHR source with ``form: sequence`` beside the features: built, trained (GRU),
+    evaluated, stratified and reported like any other modality."""
+    import yaml
+
+    cohort = study_root / "cohort"
+    config = yaml.safe_load((cohort / "cohort.yaml").read_text())
+    config["sources"].append(
+        {"name": "ehr_seq", "type": "omop", "database": "omop.duckdb", "form": "sequence"}
+    )
+    (cohort / "cohort-seq.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    path = write_study(
+        study_root,
+        "small-seq",
+        cohort="cohort/cohort-seq.yaml",
+        modalities=["ehr_seq", "environment"],
+        models={"singles": True, "fusions": ["late"], "baselines": []},
+    )
+    run = run_study(path, study_root / "run-seq", quiet=True)
+    validate_results(json.loads((run.out / "results.json").read_text()))
+    names = [m["name"] for m in run.results["models"]]
+    assert names == ["single:ehr_seq", "single:environment", "fusion:late"]
+    assert run.report.is_file()
+    est = MultimodalEstimator.load(run.out / "models" / "fusion_late")
+    assert est.encoder_configs_["ehr_seq"]["name"] == "gru"
