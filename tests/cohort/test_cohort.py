@@ -129,6 +129,20 @@ def test_mudata_round_trip() -> None:
     assert back.patients["outcome"].tolist() == cohort.patients["outcome"].tolist()
 
 
+def test_mudata_writes_to_h5mu_and_reads_back(tmp_path: Path) -> None:
+    """The standard MuData file: dates travel as ISO strings and come back as dates."""
+    import mudata
+
+    cohort = Cohort(_patients(), modalities={"labs": _block(["p1", "p2", "p4"])})
+    cohort.to_mudata().write(tmp_path / "cohort.h5mu")
+    back = Cohort.from_mudata(mudata.read_h5mu(tmp_path / "cohort.h5mu"))
+    assert back.ids == cohort.ids
+    pd.testing.assert_series_equal(back.patients["index_date"], cohort.patients["index_date"])
+    np.testing.assert_array_equal(
+        back.modalities["labs"].present, cohort.modalities["labs"].present
+    )
+
+
 def test_take_restricts_patients_and_blocks() -> None:
     cohort = Cohort(_patients(), modalities={"labs": _block(["p1", "p3"])})
     sub = cohort.take([3, 0])

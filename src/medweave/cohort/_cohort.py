@@ -185,7 +185,9 @@ class Cohort:
         """A MuData: one AnnData per modality holding only the patients who have it.
 
         ``mdata.obs`` is the patients table; presence is MuData's ``obsmap`` (0 = absent).
-        A sequence modality's events are the table ``adata.uns["events"]``.
+        A sequence modality's events are the table ``adata.uns["events"]``. Dates are ISO
+        strings (``mdata.uns["medweave"]["dates"]`` names them), so ``mdata.write`` can
+        store the whole cohort as one ``.h5mu`` file.
         """
         import anndata as ad
         import mudata as md
@@ -210,16 +212,28 @@ class Cohort:
         with md.set_options(pull_on_update=False):
             mdata = md.MuData(mods)
         patients = self.patients.set_index("patient_id")
+        dates = [c for c in patients.columns if pd.api.types.is_datetime64_any_dtype(patients[c])]
+        patients = patients.assign(**{c: patients[c].dt.strftime("%Y-%m-%d") for c in dates})
         mdata.obs = mdata.obs.join(patients, how="left") if len(mdata.obs) else patients
+        # MuData's obs is the union of the modalities' patients: the whole patients table
+        # (patients without any modality included) travels in uns.
+        mdata.uns["medweave"] = {"dates": dates, "patients": patients.reset_index()}
         mdata = mdata[self.ids] if set(self.ids) <= set(mdata.obs_names) else mdata
         return mdata
 
     @classmethod
     def from_mudata(cls, mdata: Any) -> Cohort:
-        """The inverse of :meth:`to_mudata`; ``mdata.obs`` must hold ``index_date``."""
-        obs = mdata.obs.copy()
-        outcome_cols = [c for c in obs.columns if ":" not in c]
-        patients = obs[outcome_cols].reset_index(names="patient_id")
+        """The inverse of :meth:`to_mudata`; a MuData from elsewhere needs ``index_date`` in
+        ``mdata.obs``."""
+        info = dict(mdata.uns.get("medweave", {}))
+        if "patients" in info:
+            patients = pd.DataFrame(info["patients"]).reset_index(drop=True)
+        else:  # a MuData from elsewhere: the patients are its obs
+            obs = mdata.obs.copy()
+            outcome_cols = [c for c in obs.columns if ":" not in c]
+            patients = obs[outcome_cols].reset_index(names="patient_id")
+        for col in info.get("dates", []):
+            patients[col] = pd.to_datetime(patients[col])
         cohort = cls(patients)
         for name, adata in mdata.mod.items():
             kind = adata.uns.get("medweave", {}).get("kind", "tabular")
