@@ -17,7 +17,8 @@ from sklearn.metrics import roc_auc_score
 
 from medweave.cohort import Cohort, ModalityBlock, build
 from medweave.errors import InputError
-from medweave.models._prep import ModalityPrep, fit_preps, prepare
+from medweave.models._prep import ModalityPrep, fit_preps, prepare, take_rows, trim_padding
+from medweave.models.encoders import InputSpec, build_encoder
 from medweave.models.estimator import MultimodalEstimator
 
 YAML = """\
@@ -294,3 +295,25 @@ def test_vocabulary_too_strict_is_a_clear_error(split: tuple[Cohort, Cohort]) ->
     preps = fit_preps(train, ["ehr_seq"], np.arange(train.n), omics_top_genes=1, image_size=(8, 8))
     inputs = prepare(train, preps).inputs["ehr_seq"]
     assert isinstance(inputs, dict) and inputs["mask"].shape[1] <= 256
+
+
+@pytest.mark.parametrize("name", ["gru", "transformer"])
+def test_batches_drop_padding_no_row_uses(name: str) -> None:
+    """A batch of short histories is cut to its longest; the encoders' output is unchanged."""
+    torch.manual_seed(0)
+    n, length = 6, 40
+    lengths = torch.tensor([3, 0, 5, 1, 40, 2])
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    batch = {
+        "codes": torch.randint(1, 9, (n, length)) * mask,
+        "values": torch.randn(n, length) * mask,
+        "days": torch.rand(n, length) * 900 * mask,
+        "mask": mask,
+    }
+    short = take_rows(batch, [0, 1, 2, 3, 5])
+    assert short["mask"].shape == (5, 5)
+    assert trim_padding(take_rows(batch, slice(1, 2)))["mask"].shape == (1, 1)  # no events
+    enc = build_encoder(name, InputSpec("sequence", (length,), vocab_size=10), out_dim=4).eval()
+    full = {k: v[[0, 1, 2, 3, 5]] for k, v in batch.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(enc(short), enc(full))

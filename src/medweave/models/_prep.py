@@ -321,10 +321,22 @@ class PreparedBatch:
 
 
 def take_rows(x: ModelInput, rows: Any) -> ModelInput:
-    """The rows ``rows`` (an index, slice or array) of a model input."""
+    """The rows ``rows`` (an index, slice or array) of a model input; a sequence input of
+    several rows is cut to its longest sequence (see :func:`trim_padding`)."""
     if isinstance(x, dict):
-        return {k: v[rows] for k, v in x.items()}
+        out = {k: v[rows] for k, v in x.items()}
+        return out if isinstance(rows, int) else trim_padding(out)
     return x[rows]
+
+
+def trim_padding(x: ModelInput) -> ModelInput:
+    """A batch of sequences (left-aligned, ``mask`` True on events) without the padding
+    columns no row of it uses: the encoders ignore padding, so the output is the same and
+    a batch of short histories costs what they hold, not the cohort's longest."""
+    if not isinstance(x, dict) or "mask" not in x or x["mask"].dim() != 2:
+        return x
+    used = int(x["mask"].sum(dim=1).max()) if len(x["mask"]) else 1
+    return {k: v[:, : max(used, 1)] for k, v in x.items()}
 
 
 def n_rows(x: ModelInput) -> int:

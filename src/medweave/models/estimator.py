@@ -25,7 +25,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from medweave import __version__
 from medweave._atomic import atomic_dir
@@ -41,6 +41,7 @@ from medweave.models._prep import (
     n_rows,
     prepare,
     take_rows,
+    trim_padding,
 )
 from medweave.models._store import EncoderStore, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
@@ -456,8 +457,11 @@ class MultimodalEstimator(BaseEstimator):
             batch_size=self.batch_size,
             shuffle=True,
             generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=_collate,
         )
-        val_dl = DataLoader(_Rows(batch, target, val), batch_size=max(len(val), 1))
+        val_dl = DataLoader(
+            _Rows(batch, target, val), batch_size=max(len(val), 1), collate_fn=_collate
+        )
         with tempfile.TemporaryDirectory(prefix="medweave-ckpt-") as ckpt_dir:
             checkpoint = L.pytorch.callbacks.ModelCheckpoint(
                 dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1
@@ -804,6 +808,12 @@ def _lightning_quiet(*, verbose: bool) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+def _collate(rows: list[Any]) -> Any:
+    """torch's default collation, then sequence padding cut to the batch's longest."""
+    inputs, masks, target = default_collate(rows)
+    return {m: trim_padding(x) for m, x in inputs.items()}, masks, target
 
 
 def _embed(encoder: nn.Module, x: ModelInput, *, chunk: int = 512) -> torch.Tensor:
