@@ -79,3 +79,27 @@ def test_long_events_use_the_shared_feature_sql(tmp_path: Path) -> None:
     assert feats.loc["c", "condition:local/asthma:count"] == 1
     assert "age_at_index" not in block.feature_names
     assert audit.sources["t"].excluded["after_index"] == 1
+
+
+def test_long_events_as_sequences(tmp_path: Path) -> None:
+    rows = [
+        ("a", "2020-01-01", "crp", 5.0),
+        ("a", "2020-02-01", "crp", 7.0),
+        ("a", "2020-04-01", "crp", 99.0),  # after the index date
+        ("b", "2020-01-15", "crp", 3.0),
+        ("c", "2020-01-20", "asthma", None),
+    ]
+    pd.DataFrame(rows, columns=["patient_id", "time", "code", "value"]).to_csv(
+        tmp_path / "e.csv", index=False
+    )
+    block, audit = _read("events", {"path": "e.csv", "form": "sequence"}, tmp_path)
+    assert block.kind == "sequence" and block.present.all()
+    ev = block.events
+    a = ev[ev["patient_id"] == "a"]
+    assert a["code"].tolist() == ["measurement:local/crp"] * 2
+    assert a["value"].tolist() == [5.0, 7.0]  # oldest first, the later record left out
+    assert a["days_before_index"].tolist() == [60, 29]
+    assert ev.loc[ev["patient_id"] == "c", "code"].item() == "condition:local/asthma"
+    assert audit.sources["t"].excluded["after_index"] == 1
+    with pytest.raises(ValueError, match="min_patients applies to form: features only"):
+        _read("events", {"path": "e.csv", "form": "sequence", "min_patients": 2}, tmp_path)

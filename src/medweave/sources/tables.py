@@ -2,7 +2,8 @@
 
 Long events go through the same event model and feature SQL as OMOP and FHIR
 (:mod:`medweave.sources.ehr_sql`), so a code's count, last value, slope and so on mean the
-same whichever format it came from.
+same whichever format it came from; with ``form: sequence`` they become event sequences
+(:mod:`medweave.sources.ehr_sequence`), as for OMOP and FHIR.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pydantic import Field
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
 from medweave.sources._base import ReadContext, SourceSpec, register
+from medweave.sources._ehr_spec import EhrSpec, ehr_block
 from medweave.sources._io import data_row, parse_dates, read_frame, require_columns
-from medweave.sources.ehr_sql import DOMAINS, SqlEngine, ehr_features
+from medweave.sources.ehr_sql import DOMAINS, SqlEngine
 
 __all__ = ["EventsSpec", "TableSpec"]
 
@@ -34,8 +36,9 @@ class TableSpec(SourceSpec):
     kind: Literal["tabular", "exposure"] = "tabular"
 
 
-class EventsSpec(SourceSpec):
-    """``type: events``: long events (id, time, code, value[, unit]) summarised per code."""
+class EventsSpec(EhrSpec):
+    """``type: events``: long events (id, time, code, value[, unit]) summarised per code, or
+    kept as sequences (``form: sequence``); ``domains`` and ``min_patients`` as for OMOP."""
 
     path: str
     id_column: str = "patient_id"
@@ -45,7 +48,6 @@ class EventsSpec(SourceSpec):
     unit_column: str | None = None
     vocabulary: str = "local"
     domain: Literal["condition", "drug", "measurement", "visit"] | None = None
-    min_patients: int = Field(default=5, ge=1)
 
 
 @register("table", spec=TableSpec, description="flat CSV/Parquet table, one row per patient")
@@ -161,17 +163,11 @@ def read_events(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
         engine.register("mw_events", events)
         engine.register("mw_persons", persons)
         engine.origins = dict.fromkeys(DOMAINS, str(path))
-        block = ehr_features(
-            engine,
-            index=ctx.index,
-            lookback_days=ctx.lookback_days,
-            audit=ctx.audit,
-            source=spec.name,
-            min_patients=spec.min_patients,
-            on_error=spec.on_error,
-        )
+        block = ehr_block(engine, spec, ctx)
     unknown = sorted(set(events["patient_id"]) - set(ctx.index["patient_id"].astype(str)))
     ctx.audit.unknown_patients(spec.name, unknown)
+    if spec.form == "sequence":
+        return block
     # A long table has no demographics: drop the all-NaN age/sex columns it would carry.
     keep = [j for j, n in enumerate(block.feature_names) if n not in ("age_at_index", "sex_male")]
     counts = [j for j, n in enumerate(block.feature_names) if n.endswith(":count")]
