@@ -21,7 +21,15 @@ from medweave.errors import InputError
 from medweave.models._prep_sequence import fit_sequence, sequence_inputs
 from medweave.preprocess import OmicsTransformer
 
-__all__ = ["ModalityPrep", "ModelInput", "PreparedBatch", "fit_preps", "n_rows", "take_rows"]
+__all__ = [
+    "ModalityPrep",
+    "ModelInput",
+    "PreparedBatch",
+    "fit_preps",
+    "n_rows",
+    "take_rows",
+    "trim_padding",
+]
 
 log = logging.getLogger(__name__)
 
