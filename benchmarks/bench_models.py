@@ -13,22 +13,15 @@ modality; training under 2 minutes.
 from __future__ import annotations
 
 import argparse
-import logging
-import tempfile
 import time
-import warnings
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from medweave.cohort import build
+from _split import cohort_split
 from medweave.experiment._demo import DEMO_STUDY
 from medweave.models.baselines import LightGBMBaseline
 from medweave.models.estimator import MultimodalEstimator
 from medweave.models.fusion import FUSIONS
-from medweave.synth import synthesize
 from medweave.synth._ceiling import harrell_c
 
 MODALITIES = ["ehr", "imaging", "omics", "environment"]
@@ -41,19 +34,9 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    # Images are read lazily from the cohort folder: keep it for the whole run.
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cohort"
-        store = str(Path(tmp) / "encoders")  # the image encoder is trained once
-        synthesize(out, n_patients=args.patients, seed=args.seed, missing=0.3, mechanism="mnar")
-        cohort = build(out / "cohort.yaml")
-        truth = pd.read_parquet(out / "truth" / "patients.parquet").set_index("patient_id")
-        rows = np.random.default_rng(0).permutation(cohort.n)
-        cut = int(0.7 * cohort.n)
-        train, test = cohort.take(np.sort(rows[:cut])), cohort.take(np.sort(rows[cut:]))
+    with cohort_split(args.patients, args.seed) as split:
+        train, test, truth = split.train, split.test, split.truth
+        store = str(split.folder / "encoders")  # the image encoder is trained once
         y = test.patients["outcome"].to_numpy()
         ceiling = roc_auc_score(y, truth.loc[test.ids, "p_observed"])
         print(

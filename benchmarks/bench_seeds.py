@@ -11,20 +11,14 @@ each seed's test AUROC, their mean and range, and the AUROC of the seeds' averag
 from __future__ import annotations
 
 import argparse
-import logging
-import tempfile
 import time
-import warnings
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from medweave.cohort import build
+from _split import cohort_split
 from medweave.experiment._demo import DEMO_STUDY
 from medweave.models.estimator import MultimodalEstimator
-from medweave.synth import synthesize
 
 MODALITIES = ["ehr", "imaging", "omics", "environment"]
 
@@ -36,17 +30,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..k-1")
     parser.add_argument("--fusion", default="late")
     args = parser.parse_args()
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cohort"
-        synthesize(out, n_patients=args.patients, seed=args.seed, missing=0.3, mechanism="mnar")
-        cohort = build(out / "cohort.yaml")
-        truth = pd.read_parquet(out / "truth" / "patients.parquet").set_index("patient_id")
-        rows = np.random.default_rng(0).permutation(cohort.n)
-        cut = int(0.7 * cohort.n)
-        train, test = cohort.take(np.sort(rows[:cut])), cohort.take(np.sort(rows[cut:]))
+    with cohort_split(args.patients, args.seed) as split:
+        train, test, truth = split.train, split.test, split.truth
         y = test.patients["outcome"].to_numpy()
         ceiling = roc_auc_score(y, truth.loc[test.ids, "p_observed"])
         print(f"test n={test.n}; observed-data ceiling AUROC {ceiling:.3f}")
