@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from medweave.sources.ehr_sql import quote_ident
+from medweave.sources.ehr_sql import SqlEngine, quote_ident
 
 
 class _Unavailable(Exception):
@@ -199,3 +199,24 @@ def pg_load(pg_url: str) -> Iterator[PgLoader]:
     ):
         for schema in schemas:
             cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@contextlib.contextmanager
+def event_engine(
+    request: pytest.FixtureRequest,
+    tables: dict[str, object],
+    origins: dict[str, str],
+) -> Iterator[SqlEngine]:
+    """A DuckDB or PostgreSQL engine (``request.param``) holding the event-model
+    ``tables`` (name -> DataFrame), for tests that run on both databases."""
+    if request.param == "duckdb":
+        eng = SqlEngine.duckdb(label="test events")
+    else:
+        eng = SqlEngine.postgres(request.getfixturevalue("pg_url"), label="test events")
+    for name, frame in tables.items():
+        eng.register(name, frame)
+    eng.origins = origins
+    try:
+        yield eng
+    finally:
+        eng.close()

@@ -25,6 +25,8 @@ from medweave.sources.omop import open_omop
 from medweave.synth import synthesize
 from medweave.synth.fhir import export_fhir
 
+from .conftest import event_engine
+
 LOOKBACK = 1095
 CDM = ["person", "condition_occurrence", "drug_exposure", "measurement", "visit_occurrence"]
 CDM_PG = [*CDM, "concept", "death", "observation_period"]
@@ -219,22 +221,12 @@ def _records() -> pd.DataFrame:
 
 @pytest.fixture(params=["duckdb", "postgres"])
 def engine(request: pytest.FixtureRequest) -> Iterator[SqlEngine]:
-    if request.param == "duckdb":
-        eng = SqlEngine.duckdb(label="test events")
-    else:
-        eng = SqlEngine.postgres(request.getfixturevalue("pg_url"), label="test events")
-    eng.register("mw_events", _records())
-    eng.register(
-        "mw_persons",
-        pd.DataFrame(
-            {"patient_id": ["a", "b"], "sex": ["F", "M"], "year_of_birth": [1950, 1960]}
-        ).assign(birth_date=None),
-    )
-    eng.origins = {"drug": "table drugs.csv"}
-    try:
+    persons = pd.DataFrame(
+        {"patient_id": ["a", "b"], "sex": ["F", "M"], "year_of_birth": [1950, 1960]}
+    ).assign(birth_date=None)
+    tables = {"mw_events": _records(), "mw_persons": persons}
+    with event_engine(request, tables, {"drug": "table drugs.csv"}) as eng:
         yield eng
-    finally:
-        eng.close()
 
 
 def _hand(eng: SqlEngine, **kw: Any) -> tuple[ModalityBlock, Audit]:

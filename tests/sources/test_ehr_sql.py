@@ -21,6 +21,8 @@ from medweave.sources.ehr_sql import (
     to_postgres,
 )
 
+from .conftest import event_engine
+
 INDEX = dt.date(2020, 6, 30)
 LOOKBACK = 100
 D = dt.timedelta
@@ -76,17 +78,10 @@ def _index() -> pd.DataFrame:
 
 @pytest.fixture(params=["duckdb", "postgres"])
 def engine(request: pytest.FixtureRequest) -> Iterator[SqlEngine]:
-    if request.param == "duckdb":
-        eng = SqlEngine.duckdb(label="test events")
-    else:
-        eng = SqlEngine.postgres(request.getfixturevalue("pg_url"), label="test events")
-    eng.register("mw_events", _events())
-    eng.register("mw_persons", _persons())
-    eng.origins = {"drug": "table drugs.csv", "condition": "table conditions.csv"}
-    try:
+    tables = {"mw_events": _events(), "mw_persons": _persons()}
+    origins = {"drug": "table drugs.csv", "condition": "table conditions.csv"}
+    with event_engine(request, tables, origins) as eng:
         yield eng
-    finally:
-        eng.close()
 
 
 def _features(eng: SqlEngine, **kw: object) -> tuple[pd.DataFrame, Audit, ModalityBlock]:
