@@ -61,7 +61,7 @@ def test_wide_table_errors(tmp_path: Path) -> None:
         _read("table", {"path": "d.csv"}, tmp_path)
 
 
-def test_long_events_use_the_shared_feature_sql(tmp_path: Path) -> None:
+def _write_events(path: Path) -> None:
     rows = [
         ("a", "2020-01-01", "crp", 5.0),
         ("a", "2020-02-01", "crp", 7.0),
@@ -69,9 +69,11 @@ def test_long_events_use_the_shared_feature_sql(tmp_path: Path) -> None:
         ("b", "2020-01-15", "crp", 3.0),
         ("c", "2020-01-20", "asthma", None),
     ]
-    pd.DataFrame(rows, columns=["patient_id", "time", "code", "value"]).to_csv(
-        tmp_path / "e.csv", index=False
-    )
+    pd.DataFrame(rows, columns=["patient_id", "time", "code", "value"]).to_csv(path, index=False)
+
+
+def test_long_events_use_the_shared_feature_sql(tmp_path: Path) -> None:
+    _write_events(tmp_path / "e.csv")
     block, audit = _read("events", {"path": "e.csv", "min_patients": 1}, tmp_path)
     feats = pd.DataFrame(block.x, index=block.ids, columns=block.feature_names)
     assert feats.loc["a", "measurement:local/crp:last"] == 7.0
@@ -82,16 +84,7 @@ def test_long_events_use_the_shared_feature_sql(tmp_path: Path) -> None:
 
 
 def test_long_events_as_sequences(tmp_path: Path) -> None:
-    rows = [
-        ("a", "2020-01-01", "crp", 5.0),
-        ("a", "2020-02-01", "crp", 7.0),
-        ("a", "2020-04-01", "crp", 99.0),  # after the index date
-        ("b", "2020-01-15", "crp", 3.0),
-        ("c", "2020-01-20", "asthma", None),
-    ]
-    pd.DataFrame(rows, columns=["patient_id", "time", "code", "value"]).to_csv(
-        tmp_path / "e.csv", index=False
-    )
+    _write_events(tmp_path / "e.csv")
     block, audit = _read("events", {"path": "e.csv", "form": "sequence"}, tmp_path)
     assert block.kind == "sequence" and block.present.all()
     ev = block.events
