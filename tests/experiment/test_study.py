@@ -101,7 +101,7 @@ def test_estimator_takes_imputation_and_a_gene_set_file_beside_the_study(tmp_pat
     extra = {"impute": True, "impute_weight": 0.5, "gene_sets": "sets.gmt"}
     study = parse_study({**FAST_STUDY, "estimator": {**FAST_STUDY["estimator"], **extra}})
     params = estimator_params(study, tmp_path)
-    assert params["gene_sets"] == str((tmp_path / "sets.gmt").resolve())
+    assert params["gene_sets"] == {"m1": ["G1", "G2"]}  # read here, not by every job
     job = FoldJob(
         model=ModelSpec(
             name="fusion:late", kind="fusion", modalities=("ehr", "omics"), fusion="late"

@@ -148,22 +148,24 @@ def make_folds(cohort: Cohort, study: StudyConfig) -> list[tuple[np.ndarray, np.
 
 def estimator_params(study: StudyConfig, base: Path) -> dict[str, Any]:
     """The study's ``estimator`` arguments; a ``gene_sets`` GMT path is taken relative to
-    the study file (like ``cohort``) and read once here, so that a malformed file fails
-    before any training, naming its line."""
+    the study file (like ``cohort``) and read once here — a malformed file fails before any
+    training, naming its line, and the jobs receive the sets themselves, not a file to
+    open."""
     params = dict(study.estimator)
     sets = params.get("gene_sets")
     if isinstance(sets, str):
-        path = (base / sets).resolve()
         try:
-            read_gmt(path)
+            params["gene_sets"] = read_gmt((base / sets).resolve())
         except InputError as exc:
             raise InputError(f"estimator.gene_sets: {exc}") from None
-        params["gene_sets"] = str(path)
     return params
 
 
-def _fingerprint(study: StudyConfig, cohort: Cohort) -> str:
+def _fingerprint(study: StudyConfig, cohort: Cohort, estimator: dict[str, Any]) -> str:
+    """What a resumed run must share with the first: the study, the estimator arguments as
+    read (a gene-set file's contents, not only its name) and the cohort's patients."""
     h = hashlib.sha256(study.model_dump_json().encode())
+    h.update(json.dumps(estimator, sort_keys=True, default=str).encode())
     h.update("\n".join(map(str, cohort.ids)).encode())
     return h.hexdigest()[:16]
 
@@ -249,7 +251,8 @@ def _run(
     folds = make_folds(cohort, study)
     kinds = {m: cohort.modalities[m].kind for m in modalities}
     specs = plan_models(study, modalities, kinds)
-    fingerprint = _fingerprint(study, cohort)
+    estimator = estimator_params(study, base)
+    fingerprint = _fingerprint(study, cohort, estimator)
     run_json = out / "run.json"
     if resume and run_json.is_file():
         previous = json.loads(run_json.read_text())
@@ -281,7 +284,6 @@ def _run(
 
     jobs: list[FoldJob] = []
     store = str(out / "cache" / "encoders")
-    estimator = estimator_params(study, base)
     for k, (train, test) in enumerate(folds):
         for spec in specs:
             jobs.append(
