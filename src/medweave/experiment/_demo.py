@@ -35,6 +35,8 @@ DEMO_STUDY: dict[str, Any] = {
         "patience": 20,
         "max_epochs": 120,
         "pca": {"ehr": 8, "omics": 16},
+        "pca_keep": ["age_at_index", "sex_male"],
+        "ensemble": 3,
     },
     "validation": {"folds": 3, "seed": 0},
     "evaluation": {"n_bootstrap": 1000, "subgroups": ["sex", "age_band"]},

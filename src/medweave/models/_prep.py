@@ -68,11 +68,13 @@ class ModalityPrep:
         omics_top_genes: int,
         image_size: tuple[int, ...],
         components: int | None = None,
+        keep: list[str] | None = None,
         image_intensity: str | tuple[float, float] = "zscore",
         sequence_max_len: int = 256,
         sequence_min_count: int = 5,
     ) -> ModalityPrep:
-        """Fit on the training ``rows`` of ``block`` that have the modality."""
+        """Fit on the training ``rows`` of ``block`` that have the modality (``keep``:
+        features left out of the ``components``)."""
         if block.kind == "sequence":
             train = rows[block.present[rows]]
             prep = cls(block.name, block.kind, [])
@@ -85,16 +87,49 @@ class ModalityPrep:
         if block.kind == "image":
             prep.config["intensity"] = _intensity_config(image_intensity)
         if components and block.kind != "image":
-            prep.arrays.pop("basis", None)
-            z = prep._features(block)[rows[block.present[rows]]].numpy().astype(np.float64)
-            k = max(1, min(int(components), z.shape[0] - 1, z.shape[1]))
-            center = z.mean(axis=0)
-            _, sv, vt = np.linalg.svd(z - center, full_matrices=False)
-            scale = sv[:k] / np.sqrt(max(len(z) - 1, 1))
-            prep.arrays.update(
-                {"pc_center": center, "basis": vt[:k], "pc_scale": np.where(scale > 0, scale, 1)}
-            )
+            prep._fit_components(block, rows, int(components), list(keep or []))
         return prep
+
+    def _fit_components(
+        self, block: ModalityBlock, rows: np.ndarray, components: int, keep: list[str]
+    ) -> None:
+        """Principal components of the preprocessed features, except the ``keep`` features,
+        which are passed through unchanged (demographics: one clear column each instead of
+        a share of every component)."""
+        z = self._features(block)[rows[block.present[rows]]].numpy().astype(np.float64)
+        columns = self._columns()
+        unknown = [f for f in keep if f not in columns]
+        if unknown:
+            raise InputError(
+                f"pca_keep: modality {self.name!r} has no feature {unknown[0]!r} after "
+                "preprocessing (a feature constant in training is dropped); remove it from "
+                "pca_keep"
+            )
+        passthrough = np.array([columns.index(f) for f in keep], dtype=np.int64)
+        rest = np.setdiff1d(np.arange(z.shape[1]), passthrough)
+        z = z[:, rest]
+        k = max(1, min(components, z.shape[0] - 1, z.shape[1]))
+        center = z.mean(axis=0)
+        _, sv, vt = np.linalg.svd(z - center, full_matrices=False)
+        scale = sv[:k] / np.sqrt(max(len(z) - 1, 1))
+        self.arrays.update(
+            {
+                "pc_center": center,
+                "basis": vt[:k],
+                "pc_scale": np.where(scale > 0, scale, 1),
+                "pc_passthrough": passthrough,
+                "pc_rest": rest,
+            }
+        )
+
+    def _columns(self) -> list[str]:
+        """Names of the preprocessed feature columns (before principal components)."""
+        a = self.arrays
+        if self.kind == "omics":
+            return [self.feature_names[int(g)] for g in a["genes"]]
+        names = np.asarray(self.feature_names, dtype=object)
+        keep, ind = a["keep"].astype(bool), a["indicator"].astype(bool)
+        return [*names[keep], *(f"{n}:missing" for n in names[ind])]
 
     @classmethod
     def _fit(
@@ -140,7 +175,7 @@ class ModalityPrep:
     def out_features(self) -> int:
         a = self.arrays
         if "basis" in a:
-            return len(a["basis"])
+            return len(a["basis"]) + len(a.get("pc_passthrough", ()))
         if self.kind == "omics":
             return len(a["genes"])
         return int(a["keep"].sum() + a["indicator"].sum())
@@ -183,7 +218,11 @@ class ModalityPrep:
             keep, ind = a["keep"].astype(bool), a["indicator"].astype(bool)
             out = np.concatenate([z[:, keep], (~observed[:, ind]).astype(np.float64)], axis=1)
         if "basis" in a:
-            out = ((np.nan_to_num(out) - a["pc_center"]) @ a["basis"].T) / a["pc_scale"]
+            out = np.nan_to_num(out)
+            rest = a["pc_rest"].astype(int) if "pc_rest" in a else slice(None)
+            pcs = ((out[:, rest] - a["pc_center"]) @ a["basis"].T) / a["pc_scale"]
+            passthrough = a.get("pc_passthrough", np.zeros(0)).astype(int)
+            out = np.concatenate([out[:, passthrough], pcs], axis=1)
         out[~present] = 0.0
         return torch.from_numpy(np.nan_to_num(out).astype(np.float32))
 
@@ -362,12 +401,14 @@ def fit_preps(
     omics_top_genes: int,
     image_size: tuple[int, ...],
     components: dict[str, int] | None = None,
+    keep: dict[str, list[str]] | None = None,
     image_intensity: str | tuple[float, float] = "zscore",
     sequence_max_len: int = 256,
     sequence_min_count: int = 5,
 ) -> dict[str, ModalityPrep]:
     """Fit each modality's preprocessing on the training ``rows`` (``components``: the
-    number of principal components kept per modality, where given; ``sequence_*``: see
+    number of principal components kept per modality, where given, ``keep`` the features
+    passed through beside them; ``sequence_*``: see
     :mod:`medweave.models._prep_sequence`)."""
     out = {}
     for m in modalities:
@@ -381,6 +422,7 @@ def fit_preps(
             omics_top_genes=omics_top_genes,
             image_size=image_size,
             components=(components or {}).get(m),
+            keep=(keep or {}).get(m),
             image_intensity=image_intensity,
             sequence_max_len=sequence_max_len,
             sequence_min_count=sequence_min_count,

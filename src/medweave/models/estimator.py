@@ -239,6 +239,11 @@ class MultimodalEstimator(BaseEstimator):
         Principal components kept per feature modality, fitted on the training patients
         (an int for every modality with more features, or modality -> int); None keeps
         the features.
+    pca_keep
+        Features passed through beside the principal components instead of mixed into
+        them — demographics such as ``age_at_index`` and ``sex_male``, whose effect would
+        otherwise be spread thin over every component: feature names (for every modality
+        with ``pca`` that has them) or modality -> feature names.
     max_epochs, min_epochs, patience
         Training stops after ``patience`` epochs without a lower validation loss, but not
         before ``min_epochs`` (a network whose loss stays flat at first — a CNN on weak
@@ -257,6 +262,13 @@ class MultimodalEstimator(BaseEstimator):
         a warning). Not combinable with ``pca`` on the same modality.
     pretrain_lr
         Learning rate of the stage-1 (pretrained) encoders; by default ``lr``.
+    ensemble
+        Number of networks trained (seeds ``seed``, ``seed + 1``, …, each with its own
+        initialisation, batch order and validation split) whose outputs — logits,
+        log-risks — are averaged: a deep ensemble, which evens out the luck of one
+        initialisation and one early-stopping split. The members share the stage-1
+        (``pretrain``) encoders, which are trained once; a model of one pretrained
+        modality alone is a single network.
     sequence_max_len, sequence_min_count
         Sequence modalities: the most recent events kept per patient, and the training
         patients a code must be seen in to have its own embedding (others share one).
@@ -292,12 +304,14 @@ class MultimodalEstimator(BaseEstimator):
         batch_size: int = 128,
         lr: float = 2e-3,
         pretrain_lr: float | None = None,
+        ensemble: int = 1,
         weight_decay: float = 1e-2,
         val_fraction: float = 0.15,
         patience: int = 10,
         omics_top_genes: int = 500,
         gene_sets: dict[str, list[str]] | str | os.PathLike[str] | None = None,
         pca: int | dict[str, int] | None = None,
+        pca_keep: list[str] | dict[str, list[str]] | None = None,
         image_size: tuple[int, ...] = (64, 64),
         image_intensity: str | tuple[float, float] = "zscore",
         sequence_max_len: int = 256,
@@ -328,12 +342,14 @@ class MultimodalEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.pretrain_lr = pretrain_lr
+        self.ensemble = ensemble
         self.weight_decay = weight_decay
         self.val_fraction = val_fraction
         self.patience = patience
         self.omics_top_genes = omics_top_genes
         self.gene_sets = gene_sets
         self.pca = pca
+        self.pca_keep = pca_keep
         self.image_size = image_size
         self.image_intensity = image_intensity
         self.sequence_max_len = sequence_max_len
@@ -411,6 +427,7 @@ class MultimodalEstimator(BaseEstimator):
             image_size=tuple(self.image_size),
             image_intensity=self.image_intensity,
             components=components,
+            keep=self._pca_keep(cohort, components),
             sequence_max_len=self.sequence_max_len,
             sequence_min_count=self.sequence_min_count,
         )
@@ -418,16 +435,54 @@ class MultimodalEstimator(BaseEstimator):
         self.task_ = task
         self.net_ = self._build_net(gene_sets)
         self.modalities_ = modalities
+        if not (isinstance(self.ensemble, int) and self.ensemble >= 1):
+            raise InputError(f"ensemble={self.ensemble!r}; expected a whole number >= 1")
         staged = self._pretrained_modalities(modalities, list(cohort.modalities))
+        self.shared_encoders_ = staged if len(modalities) > 1 else []
+        emb: dict[str, torch.Tensor] = {}
         if not staged:
             self.n_epochs_ = self._train(self.net_, batch, target, train, val)
         elif len(modalities) == 1:
             self.n_epochs_ = self._pretrain(modalities[0], batch, target, train, val, whole=True)
         else:
             epochs = [self._pretrain(m, batch, target, train, val) for m in staged]
-            self.n_epochs_ = max(epochs) + self._fit_fusion(staged, batch, target, train, val)
-        self.net_.eval()
+            with torch.no_grad():
+                emb = {m: _embed(self.net_.encoders[m], batch.inputs[m]) for m in staged}
+            stage2 = self._fit_fusion(self.net_, emb, batch, target, train, val)
+            self.n_epochs_ = max(epochs) + stage2
+        self.members_ = [self.net_]
+        if len(modalities) > 1 or not staged:
+            for k in range(1, self.ensemble):
+                self.members_.append(self._fit_member(k, gene_sets, batch, emb, target, strat))
+        for net in self.members_:
+            net.eval()
         return self
+
+    def _fit_member(
+        self,
+        k: int,
+        gene_sets: dict[str, dict[str, list[str]]],
+        batch: PreparedBatch,
+        emb: dict[str, torch.Tensor],
+        target: torch.Tensor,
+        strat: np.ndarray | None,
+    ) -> _Net:
+        """Ensemble member ``k``: its own seed, initialisation and validation split; the
+        stage-1 encoders of the first network."""
+        seed = self.seed + k
+        rows = np.arange(len(target))
+        train, val = train_test_split(
+            rows, test_size=self.val_fraction, random_state=seed, stratify=strat
+        )
+        torch.manual_seed(seed)
+        net = self._build_net(gene_sets)
+        for m in self.shared_encoders_:
+            net.encoders[m] = self.net_.encoders[m]
+        if self.shared_encoders_:
+            self._fit_fusion(net, emb, batch, target, train, val, seed=seed)
+        else:
+            self._train(net, batch, target, train, val, seed=seed)
+        return net
 
     def _train(
         self,
@@ -438,10 +493,12 @@ class MultimodalEstimator(BaseEstimator):
         val: np.ndarray,
         *,
         lr: float | None = None,
+        seed: int | None = None,
     ) -> int:
         """Train ``net`` on rows ``train`` with early stopping on ``val``; restore the best
         epoch's weights. Returns the number of epochs run."""
-        L.seed_everything(self.seed, workers=True, verbose=False)
+        seed = self.seed if seed is None else seed
+        L.seed_everything(seed, workers=True, verbose=False)
         if len(val) < 2:  # too few to validate on: monitor the training rows instead
             val = train
         lit = _Lit(
@@ -456,7 +513,7 @@ class MultimodalEstimator(BaseEstimator):
             _Rows(batch, target, train),
             batch_size=self.batch_size,
             shuffle=True,
-            generator=torch.Generator().manual_seed(self.seed),
+            generator=torch.Generator().manual_seed(seed),
             collate_fn=_collate,
         )
         val_dl = DataLoader(
@@ -564,6 +621,30 @@ class MultimodalEstimator(BaseEstimator):
             and len(cohort.modalities[m].feature_names) > int(self.pca)
         }
 
+    def _pca_keep(self, cohort: Cohort, components: dict[str, int]) -> dict[str, list[str]]:
+        """The ``pca_keep`` features of each modality reduced to principal components."""
+        if not self.pca_keep:
+            return {}
+        if isinstance(self.pca_keep, dict):
+            unknown = sorted(set(self.pca_keep) - set(cohort.modalities))
+            if unknown:
+                raise InputError(
+                    f"pca_keep: {unknown} not among the cohort's modalities "
+                    f"{list(cohort.modalities)}"
+                )
+            return {m: list(self.pca_keep.get(m, [])) for m in components}
+        names = list(self.pca_keep)
+        keep = {
+            m: [f for f in names if f in cohort.modalities[m].feature_names] for m in components
+        }
+        found = {f for fs in keep.values() for f in fs}
+        if missing := [f for f in names if f not in found]:
+            raise InputError(
+                f"pca_keep: no modality reduced by pca has feature {missing[0]!r} "
+                f"(pca applies to {sorted(components) or 'none'}); remove it from pca_keep"
+            )
+        return keep
+
     def _pretrained_modalities(self, modalities: list[str], available: list[str]) -> list[str]:
         """The modalities whose encoders are trained alone first (see ``pretrain``)."""
         if self.pretrain is None:
@@ -577,27 +658,29 @@ class MultimodalEstimator(BaseEstimator):
 
     def _fit_fusion(
         self,
-        frozen: list[str],
+        net: _Net,
+        emb: dict[str, torch.Tensor],
         batch: PreparedBatch,
         target: torch.Tensor,
         train: np.ndarray,
         val: np.ndarray,
+        *,
+        seed: int | None = None,
     ) -> int:
-        """Stage 2: train the other encoders, the fusion and the head; the frozen encoders'
-        embeddings are computed once for every patient instead of on every batch."""
-        with torch.no_grad():
-            emb = {m: _embed(self.net_.encoders[m], batch.inputs[m]) for m in frozen}
+        """Stage 2: train ``net``'s other encoders, fusion and head on ``emb``, the frozen
+        encoders' embeddings of every patient (computed once, not on every batch)."""
         inputs = {m: emb.get(m, x) for m, x in batch.inputs.items()}
-        encoders = {m: nn.Identity() if m in emb else e for m, e in self.net_.encoders.items()}
+        encoders = {m: nn.Identity() if m in emb else e for m, e in net.encoders.items()}
         stage = _Net(
             encoders,
-            self.net_.fusion,
-            self.net_.head,
+            net.fusion,
+            net.head,
             modality_dropout=self.modality_dropout,
-            aux_heads=dict(self.net_.aux_heads.items()),
-            imputer=self.net_.imputer,
+            aux_heads=dict(net.aux_heads.items()),
+            imputer=net.imputer,
         )
-        return self._train(stage, PreparedBatch(inputs, batch.masks), target, train, val)
+        inputs_batch = PreparedBatch(inputs, batch.masks)
+        return self._train(stage, inputs_batch, target, train, val, seed=seed)
 
     def _build_net(self, gene_sets: dict[str, dict[str, list[str]]]) -> _Net:
         encoders: dict[str, Encoder] = {}
@@ -659,13 +742,16 @@ class MultimodalEstimator(BaseEstimator):
     def _outputs(self, cohort: Cohort, *, embed: bool = False) -> np.ndarray:
         self._check_fitted()
         batch = prepare(cohort, self.preps_)
-        self.net_.eval()
+        members = getattr(self, "members_", [self.net_])
         outs = []
         for start in range(0, cohort.n, 1024):
             sl = slice(start, start + 1024)
             inputs = {m: take_rows(x, sl) for m, x in batch.inputs.items()}
             masks = {m: k[sl] for m, k in batch.masks.items()}
-            out = self.net_.embed(inputs, masks) if embed else self.net_(inputs, masks)
+            if embed:  # the members' representations side by side
+                out = torch.cat([net.eval().embed(inputs, masks) for net in members], dim=1)
+            else:  # the members' outputs (logits, log-risks) averaged
+                out = torch.stack([net.eval()(inputs, masks) for net in members]).mean(dim=0)
             outs.append(out.cpu().numpy())
         return np.concatenate(outs, axis=0)
 
@@ -694,7 +780,8 @@ class MultimodalEstimator(BaseEstimator):
         raise AssertionError(f"task {self.task!r} predicted none of label/value/risk")
 
     def transform(self, cohort: Cohort) -> np.ndarray:
-        """The fused patient representation (n, fused_dim), e.g. for stratification."""
+        """The fused patient representation (n, fused_dim × ensemble members), e.g. for
+        stratification."""
         return self._outputs(cohort, embed=True)
 
     def score(self, cohort: Cohort, y: Any = None) -> float:
@@ -713,6 +800,15 @@ class MultimodalEstimator(BaseEstimator):
         tensors = {
             f"model.{k}": v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()
         }
+        shared = tuple(f"encoders.{m}." for m in self.shared_encoders_)
+        for i, net in enumerate(self.members_[1:], start=1):  # shared encoders saved once
+            tensors.update(
+                {
+                    f"member{i}.{k}": v.detach().cpu().contiguous()
+                    for k, v in net.state_dict().items()
+                    if not k.startswith(shared)
+                }
+            )
         for prep in self.preps_.values():
             tensors.update({k: torch.from_numpy(v) for k, v in prep.tensors().items()})
         meta = {
@@ -726,6 +822,7 @@ class MultimodalEstimator(BaseEstimator):
             "imputer": getattr(self, "imputer_config_", None),
             "preprocessing": [p.to_json() for p in self.preps_.values()],
             "n_epochs": self.n_epochs_,
+            "ensemble": {"members": len(self.members_), "shared_encoders": self.shared_encoders_},
         }
         out = Path(path)
         with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -756,39 +853,55 @@ class MultimodalEstimator(BaseEstimator):
             if "genes" in prep.arrays:
                 prep.arrays["genes"] = prep.arrays["genes"].astype(np.int64)
             est.preps_[prep.name] = prep
-        encoders = {
-            m: build_encoder(e["name"], spec_from_json(e["spec"]), **e["config"])
-            for m, e in meta["encoders"].items()
-        }
-        imputer_config = meta.get("imputer")
-        fusion = build_fusion(
-            meta["fusion"]["name"],
-            {m: e.out_dim + int(imputer_config is not None) for m, e in encoders.items()},
-            **meta["fusion"]["config"],
-        )
-        head = est.task_.make_head(fusion.out_dim)
-        aux = _aux_heads(est.task_, encoders, weight=float(params.get("aux_weight", 0.0)))
-        imputer = None
-        if imputer_config is not None:
-            imputer = LearnedImputer({m: e.out_dim for m, e in encoders.items()}, **imputer_config)
-        est.net_ = _Net(
-            encoders,
-            fusion,
-            head,
-            modality_dropout=float(params.get("modality_dropout", 0.0)),
-            aux_heads=aux,
-            imputer=imputer,
-        )
-        state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-        est.net_.load_state_dict(state)
-        est.net_.eval()
+        ensemble = meta.get("ensemble", {"members": 1, "shared_encoders": []})
+        est.shared_encoders_ = list(ensemble["shared_encoders"])
+        shared = tuple(f"encoders.{m}." for m in est.shared_encoders_)
+        first = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        est.members_ = []
+        for i in range(int(ensemble["members"])):
+            net = _net_from_bundle(meta, est.task_, params)
+            state = first
+            if i > 0:
+                pre = f"member{i}."
+                own = {k.removeprefix(pre): v for k, v in tensors.items() if k.startswith(pre)}
+                state = {**{k: v for k, v in first.items() if k.startswith(shared)}, **own}
+            net.load_state_dict(state)
+            for m in est.shared_encoders_ if i > 0 else ():
+                net.encoders[m] = est.members_[0].encoders[m]
+            est.members_.append(net.eval())
+        est.net_ = est.members_[0]
         est.encoder_configs_ = meta["encoders"]
         est.fusion_name_ = meta["fusion"]["name"]
         est.fusion_config_ = meta["fusion"]["config"]
-        est.imputer_config_ = imputer_config
+        est.imputer_config_ = meta.get("imputer")
         est.modalities_ = list(meta["modalities"])
         est.n_epochs_ = int(meta.get("n_epochs", 0))
         return est
+
+
+def _net_from_bundle(meta: dict[str, Any], task: Task, params: dict[str, Any]) -> _Net:
+    """An untrained network of the architecture a bundle describes."""
+    encoders = {
+        m: build_encoder(e["name"], spec_from_json(e["spec"]), **e["config"])
+        for m, e in meta["encoders"].items()
+    }
+    imputer_config = meta.get("imputer")
+    fusion = build_fusion(
+        meta["fusion"]["name"],
+        {m: e.out_dim + int(imputer_config is not None) for m, e in encoders.items()},
+        **meta["fusion"]["config"],
+    )
+    imputer = None
+    if imputer_config is not None:
+        imputer = LearnedImputer({m: e.out_dim for m, e in encoders.items()}, **imputer_config)
+    return _Net(
+        encoders,
+        fusion,
+        task.make_head(fusion.out_dim),
+        modality_dropout=float(params.get("modality_dropout", 0.0)),
+        aux_heads=_aux_heads(task, encoders, weight=float(params.get("aux_weight", 0.0))),
+        imputer=imputer,
+    )
 
 
 @contextlib.contextmanager
