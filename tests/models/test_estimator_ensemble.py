@@ -102,9 +102,11 @@ def test_pca_keep_passes_features_through_beside_the_components(
     np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
 
 
-def test_pca_keep_names_a_feature_no_reduced_modality_has(split: tuple[Cohort, Cohort]) -> None:
+def test_pca_keep_errors_name_the_unknown_feature(split: tuple[Cohort, Cohort]) -> None:
     train, _ = split
-    with pytest.raises(InputError, match=r"pca_keep: no modality reduced by pca has feature 'age'"):
+    # A study's models share the list: a model without pca on the EHR ignores it.
+    MultimodalEstimator(modalities=["omics"], pca={"omics": 4}, pca_keep=KEEP, **FAST).fit(train)
+    with pytest.raises(InputError, match=r"pca_keep: no modality of the cohort has feature 'age'"):
         MultimodalEstimator(modalities=["ehr"], pca={"ehr": 4}, pca_keep=["age"], **FAST).fit(train)
     with pytest.raises(InputError, match=r"pca_keep: modality 'ehr' has no feature 'age'"):
         MultimodalEstimator(

@@ -633,17 +633,16 @@ class MultimodalEstimator(BaseEstimator):
                     f"{list(cohort.modalities)}"
                 )
             return {m: list(self.pca_keep.get(m, [])) for m in components}
-        names = list(self.pca_keep)
-        keep = {
+        names = list(self.pca_keep)  # shared by a study's models: may name unused features
+        known = {f for b in cohort.modalities.values() for f in b.feature_names}
+        if missing := [f for f in names if f not in known]:
+            raise InputError(
+                f"pca_keep: no modality of the cohort has feature {missing[0]!r}; "
+                "remove it from pca_keep"
+            )
+        return {
             m: [f for f in names if f in cohort.modalities[m].feature_names] for m in components
         }
-        found = {f for fs in keep.values() for f in fs}
-        if missing := [f for f in names if f not in found]:
-            raise InputError(
-                f"pca_keep: no modality reduced by pca has feature {missing[0]!r} "
-                f"(pca applies to {sorted(components) or 'none'}); remove it from pca_keep"
-            )
-        return keep
 
     def _pretrained_modalities(self, modalities: list[str], available: list[str]) -> list[str]:
         """The modalities whose encoders are trained alone first (see ``pretrain``)."""
