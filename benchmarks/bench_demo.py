@@ -52,7 +52,16 @@ def main() -> int:
     print(f"  observed-data ceiling AUROC {ceiling}")
     for m in sorted(res["models"], key=lambda m: -m["metrics"][main_metric]["estimate"]):
         e = m["metrics"][main_metric]
-        print(f"  {m['name']:22s} {e['estimate']:.3f} ({e['ci_low']:.3f}-{e['ci_high']:.3f})")
+        print(f"  {m['name']:22s} {e['estimate']:.4f} ({e['ci_low']:.3f}-{e['ci_high']:.3f})")
+    score = {m["name"]: m["metrics"][main_metric]["estimate"] for m in res["models"]}
+    fused = max((n for n in score if n.startswith("fusion:")), key=score.__getitem__)
+    single = max((n for n in score if n.startswith("single:")), key=score.__getitem__)
+    print(
+        f"best {fused} {score[fused]:.4f}: {score[fused] - score[single]:+.4f} vs {single} "
+        f"(target >= +0.05), {score[fused] - ceiling:+.4f} vs the ceiling (target >= -0.03)"
+        if ceiling is not None
+        else f"best {fused} {score[fused]:.4f}"
+    )
     return 0 if total < TARGET_SECONDS else 1
 
 

@@ -417,6 +417,8 @@ class MultimodalEstimator(BaseEstimator):
                 "impute=True learns on present modalities hidden by modality dropout; "
                 f"set modality_dropout > 0 (e.g. 0.15), got {self.modality_dropout!r}"
             )
+        if not (isinstance(self.ensemble, int) and self.ensemble >= 1):
+            raise InputError(f"ensemble={self.ensemble!r}; expected a whole number >= 1")
         if not float(self.impute_weight) >= 0:
             raise InputError(f"impute_weight={self.impute_weight!r}; expected a number >= 0")
         self.preps_ = fit_preps(
@@ -435,8 +437,6 @@ class MultimodalEstimator(BaseEstimator):
         self.task_ = task
         self.net_ = self._build_net(gene_sets)
         self.modalities_ = modalities
-        if not (isinstance(self.ensemble, int) and self.ensemble >= 1):
-            raise InputError(f"ensemble={self.ensemble!r}; expected a whole number >= 1")
         staged = self._pretrained_modalities(modalities, list(cohort.modalities))
         self.shared_encoders_ = staged if len(modalities) > 1 else []
         emb: dict[str, torch.Tensor] = {}
@@ -678,8 +678,7 @@ class MultimodalEstimator(BaseEstimator):
             aux_heads=dict(net.aux_heads.items()),
             imputer=net.imputer,
         )
-        inputs_batch = PreparedBatch(inputs, batch.masks)
-        return self._train(stage, inputs_batch, target, train, val, seed=seed)
+        return self._train(stage, PreparedBatch(inputs, batch.masks), target, train, val, seed=seed)
 
     def _build_net(self, gene_sets: dict[str, dict[str, list[str]]]) -> _Net:
         encoders: dict[str, Encoder] = {}
@@ -741,7 +740,7 @@ class MultimodalEstimator(BaseEstimator):
     def _outputs(self, cohort: Cohort, *, embed: bool = False) -> np.ndarray:
         self._check_fitted()
         batch = prepare(cohort, self.preps_)
-        members = getattr(self, "members_", [self.net_])
+        members = self.members_
         outs = []
         for start in range(0, cohort.n, 1024):
             sl = slice(start, start + 1024)
