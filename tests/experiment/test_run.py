@@ -147,6 +147,22 @@ def test_survival_study_end_to_end(study_root: Path) -> None:
     assert CoxPHBaseline.load(run.out / "models" / "coxph").columns_
 
 
+def test_survival_study_with_a_discrete_hazard_head(study_root: Path) -> None:
+    path = write_study(
+        study_root,
+        "small-hazard",
+        task="survival",
+        survival_head="discrete_hazard",
+        modalities=["ehr", "environment"],
+        models={"singles": False, "fusions": ["late"]},
+    )
+    run = run_study(path, study_root / "run-hazard", quiet=True)
+    (model,) = run.results["models"]
+    assert 0.5 < model["metrics"]["c_harrell"]["estimate"] < 1.0  # 240 patients, 4 epochs
+    bundle = MultimodalEstimator.load(run.out / "models" / "fusion_late")
+    assert bundle.task == "discrete_hazard"
+
+
 def test_study_with_an_event_sequence_modality(study_root: Path) -> None:
     """An EHR source with ``form: sequence`` beside the features: built, trained (GRU),
     evaluated, stratified and reported like any other modality."""

@@ -33,6 +33,13 @@ def test_survival_baseline_on_binary_task_is_refused() -> None:
         parse_study({**FAST_STUDY, "models": {"baselines": ["coxph"]}})
 
 
+def test_survival_head_on_binary_task_is_refused() -> None:
+    with pytest.raises(InputError, match="survival_head: applies to task: survival only"):
+        parse_study({**FAST_STUDY, "survival_head": "discrete_hazard"})
+    with pytest.raises(InputError, match="survival_head"):
+        parse_study({**FAST_STUDY, "task": "survival", "survival_head": "weibull"})
+
+
 def test_plan_lists_singles_first_then_fusions_subsets_baselines() -> None:
     study = parse_study(
         {**FAST_STUDY, "models": {"fusions": ["late"], "subsets": True, "baselines": ["lightgbm"]}}

@@ -86,6 +86,7 @@ class FoldJob:
     out: str
     bundle: str | None = None
     threads: int | None = None
+    survival_head: str = "cox"
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,7 +114,7 @@ def make_estimator(job: FoldJob) -> Any:
         return CoxPHBaseline(modalities=list(spec.modalities), max_features=50)
     params = dict(job.estimator)
     return MultimodalEstimator(
-        task="cox" if job.task == "survival" else "binary",
+        task=job.survival_head if job.task == "survival" else "binary",
         modalities=list(spec.modalities),
         fusion=spec.fusion or "concat",
         seed=job.seed,

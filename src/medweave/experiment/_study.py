@@ -5,6 +5,7 @@ YAML keys are constructor arguments; errors name the file and the key::
     name: copd-mortality
     cohort: cohort.yaml          # a cohort.yaml (built here) or a folder written by Cohort.save
     task: binary                 # binary (outcome column) or survival (time, event)
+    survival_head: cox           # survival: cox (partial likelihood) or discrete_hazard
     modalities: [ehr, imaging, omics, environment]
     models:
       singles: true              # each modality alone, same encoder
@@ -73,6 +74,8 @@ class StudyConfig(_Strict):
     name: str = Field(min_length=1)
     cohort: str
     task: Literal["binary", "survival"] = "binary"
+    #: The neural models' survival head: Cox partial likelihood or a discrete-time hazard.
+    survival_head: Literal["cox", "discrete_hazard"] = "cox"
     modalities: list[str] | None = None
     models: ModelsSpec = Field(default_factory=ModelsSpec)
     estimator: dict[str, Any] = Field(default_factory=dict)
@@ -92,6 +95,8 @@ class StudyConfig(_Strict):
                 raise ValueError(
                     f"estimator.{key}: set by the study (top-level {key!r}), not per estimator"
                 )
+        if self.task == "binary" and "survival_head" in self.model_fields_set:
+            raise ValueError("survival_head: applies to task: survival only; remove it")
         if self.task == "binary" and "coxph" in self.models.baselines:
             raise ValueError("models.baselines: coxph is a survival baseline; use lightgbm")
         if self.task == "survival" and "lightgbm" in self.models.baselines:
