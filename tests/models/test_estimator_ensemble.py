@@ -112,3 +112,11 @@ def test_pca_keep_errors_name_the_unknown_feature(split: tuple[Cohort, Cohort]) 
         MultimodalEstimator(
             modalities=["ehr"], pca={"ehr": 4}, pca_keep={"ehr": ["age"]}, **FAST
         ).fit(train)
+    everything = train.modalities["environment"].feature_names
+    with pytest.raises(InputError, match=r"pca_keep: keeps every feature of modality"):
+        MultimodalEstimator(
+            modalities=["environment"],
+            pca={"environment": 2},
+            pca_keep={"environment": everything},
+            **FAST,
+        ).fit(train)

@@ -107,6 +107,11 @@ class ModalityPrep:
             )
         passthrough = np.array([columns.index(f) for f in keep], dtype=np.int64)
         rest = np.setdiff1d(np.arange(z.shape[1]), passthrough)
+        if not len(rest):
+            raise InputError(
+                f"pca_keep: keeps every feature of modality {self.name!r}, leaving none for "
+                "principal components; drop pca for it"
+            )
         z = z[:, rest]
         k = max(1, min(components, z.shape[0] - 1, z.shape[1]))
         center = z.mean(axis=0)
