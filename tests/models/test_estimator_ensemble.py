@@ -13,6 +13,8 @@ from medweave.errors import InputError
 from medweave.models._prep import prepare
 from medweave.models.estimator import MultimodalEstimator
 
+from ._fresh import assert_reloads_in_fresh_process
+
 FAST = {"max_epochs": 6, "patience": 3, "omics_top_genes": 300, "lr": 5e-4}
 KEEP = ["age_at_index", "sex_male"]
 
@@ -68,7 +70,7 @@ def test_ensemble_members_share_the_pretrained_image_encoder(
     est.save(tmp_path / "ens")
     again = MultimodalEstimator.load(tmp_path / "ens")
     assert again.members_[1].encoders["imaging"] is again.net_.encoders["imaging"]
-    np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
+    assert_reloads_in_fresh_process(est, test, tmp_path / "fresh")
 
 
 def test_ensemble_must_be_a_positive_whole_number(split: tuple[Cohort, Cohort]) -> None:
