@@ -453,7 +453,7 @@ class MultimodalEstimator(BaseEstimator):
         self.members_ = [self.net_]
         if len(modalities) > 1 or not staged:
             for k in range(1, self.ensemble):
-                self.members_.append(self._fit_member(k, gene_sets, batch, emb, target, strat))
+                self.members_.append(self._fit_member(k, batch, emb, target, strat))
         for net in self.members_:
             net.eval()
         return self
@@ -461,7 +461,6 @@ class MultimodalEstimator(BaseEstimator):
     def _fit_member(
         self,
         k: int,
-        gene_sets: dict[str, dict[str, list[str]]],
         batch: PreparedBatch,
         emb: dict[str, torch.Tensor],
         target: torch.Tensor,
@@ -475,7 +474,15 @@ class MultimodalEstimator(BaseEstimator):
             rows, test_size=self.val_fraction, random_state=seed, stratify=strat
         )
         torch.manual_seed(seed)
-        net = self._build_net(gene_sets)
+        net = _assemble(
+            _encoders_from_configs(self.encoder_configs_),
+            self.task_,
+            fusion=self.fusion_name_,
+            fusion_kwargs=self.fusion_config_,
+            imputer_config=self.imputer_config_,
+            modality_dropout=self.modality_dropout,
+            aux_weight=self.aux_weight,
+        )
         for m in self.shared_encoders_:
             net.encoders[m] = self.net_.encoders[m]
         if self.shared_encoders_:
@@ -595,8 +602,7 @@ class MultimodalEstimator(BaseEstimator):
         from the seed and the modality alone, so every estimator of a grid that trains this
         encoder on the same fold starts from the same weights."""
         torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(modality.encode()))
-        cfg = self.encoder_configs_[modality]
-        encoder = build_encoder(cfg["name"], spec_from_json(cfg["spec"]), **cfg["config"])
+        encoder = _encoders_from_configs({modality: self.encoder_configs_[modality]})[modality]
         fusion = build_fusion("concat", {modality: encoder.out_dim}, out_dim=self.fused_dim)
         head = self.task_.make_head(fusion.out_dim)
         return _Net({modality: encoder}, fusion, head, modality_dropout=0.0)
@@ -711,25 +717,18 @@ class MultimodalEstimator(BaseEstimator):
                 "config": encoders[m].get_config(),
                 "spec": spec_to_json(spec),
             }
-        imputes = bool(self.impute) and len(encoders) > 1
-        fusion = build_fusion(
-            self.fusion,
-            {m: e.out_dim + int(imputes) for m, e in encoders.items()},  # + "imputed" flag
-            **{"out_dim": self.fused_dim, **(self.fusion_params or {})},
-        )
-        self.fusion_name_, self.fusion_config_ = self.fusion, fusion.get_config()
-        head = self.task_.make_head(fusion.out_dim)
-        aux = _aux_heads(self.task_, encoders, weight=self.aux_weight)
-        imputer = LearnedImputer({m: e.out_dim for m, e in encoders.items()}) if imputes else None
-        self.imputer_config_ = imputer.get_config() if imputer is not None else None
-        return _Net(
+        net = _assemble(
             encoders,
-            fusion,
-            head,
+            self.task_,
+            fusion=self.fusion,
+            fusion_kwargs={"out_dim": self.fused_dim, **(self.fusion_params or {})},
+            imputer_config={} if self.impute and len(encoders) > 1 else None,
             modality_dropout=self.modality_dropout,
-            aux_heads=aux,
-            imputer=imputer,
+            aux_weight=self.aux_weight,
         )
+        self.fusion_name_, self.fusion_config_ = self.fusion, net.fusion.get_config()
+        self.imputer_config_ = net.imputer.get_config() if net.imputer is not None else None
+        return net
 
     # --- predicting ------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -857,7 +856,15 @@ class MultimodalEstimator(BaseEstimator):
         first = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         est.members_ = []
         for i in range(int(ensemble["members"])):
-            net = _net_from_bundle(meta, est.task_, params)
+            net = _assemble(
+                _encoders_from_configs(meta["encoders"]),
+                est.task_,
+                fusion=meta["fusion"]["name"],
+                fusion_kwargs=meta["fusion"]["config"],
+                imputer_config=meta.get("imputer"),
+                modality_dropout=float(params.get("modality_dropout", 0.0)),
+                aux_weight=float(params.get("aux_weight", 0.0)),
+            )
             state = first
             if i > 0:
                 pre = f"member{i}."
@@ -877,27 +884,44 @@ class MultimodalEstimator(BaseEstimator):
         return est
 
 
-def _net_from_bundle(meta: dict[str, Any], task: Task, params: dict[str, Any]) -> _Net:
-    """An untrained network of the architecture a bundle describes."""
-    encoders = {
+def _encoders_from_configs(configs: dict[str, dict[str, Any]]) -> dict[str, Encoder]:
+    """Untrained encoders from their JSON form (``encoder_configs_``, a bundle's)."""
+    return {
         m: build_encoder(e["name"], spec_from_json(e["spec"]), **e["config"])
-        for m, e in meta["encoders"].items()
+        for m, e in configs.items()
     }
-    imputer_config = meta.get("imputer")
-    fusion = build_fusion(
-        meta["fusion"]["name"],
-        {m: e.out_dim + int(imputer_config is not None) for m, e in encoders.items()},
-        **meta["fusion"]["config"],
+
+
+def _assemble(
+    encoders: dict[str, Encoder],
+    task: Task,
+    *,
+    fusion: str,
+    fusion_kwargs: dict[str, Any],
+    imputer_config: dict[str, Any] | None,
+    modality_dropout: float,
+    aux_weight: float,
+) -> _Net:
+    """The fusion, head, auxiliary heads and imputer (with ``imputer_config``) around
+    ``encoders``: the one place fitting, ensemble members and bundles build a network, in
+    a fixed order, so that a seed gives the same initial weights."""
+    imputes = imputer_config is not None
+    fused = build_fusion(
+        fusion,
+        {m: e.out_dim + int(imputes) for m, e in encoders.items()},  # + the "imputed" flag
+        **fusion_kwargs,
     )
+    head = task.make_head(fused.out_dim)
+    aux = _aux_heads(task, encoders, weight=aux_weight)
     imputer = None
     if imputer_config is not None:
         imputer = LearnedImputer({m: e.out_dim for m, e in encoders.items()}, **imputer_config)
     return _Net(
         encoders,
-        fusion,
-        task.make_head(fusion.out_dim),
-        modality_dropout=float(params.get("modality_dropout", 0.0)),
-        aux_heads=_aux_heads(task, encoders, weight=float(params.get("aux_weight", 0.0))),
+        fused,
+        head,
+        modality_dropout=modality_dropout,
+        aux_heads=aux,
         imputer=imputer,
     )
 
