@@ -19,6 +19,7 @@ from medweave.evaluate._bootstrap import (
 from medweave.evaluate._metrics import (
     BINARY_METRICS,
     SURVIVAL_METRICS,
+    breslow_log_baseline,
     breslow_survival,
     calibration_points,
     classification_metrics,
@@ -36,6 +37,7 @@ __all__ = [
     "TASK_METRICS",
     "age_bands",
     "bootstrap_ci",
+    "breslow_log_baseline",
     "breslow_survival",
     "calibration_points",
     "classification_metrics",

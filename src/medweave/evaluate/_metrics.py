@@ -39,6 +39,7 @@ from medweave.models.survival import as_survival
 __all__ = [
     "BINARY_METRICS",
     "SURVIVAL_METRICS",
+    "breslow_log_baseline",
     "breslow_survival",
     "calibration_points",
     "classification_metrics",
@@ -142,6 +143,31 @@ def td_auc_curve(
     return {"times": [float(t) for t in kernel.times], "auc": [_none(a) for a in auc]}
 
 
+def breslow_log_baseline(
+    train_time: npt.ArrayLike,
+    train_event: npt.ArrayLike,
+    train_risk: npt.ArrayLike,
+    times: npt.ArrayLike,
+) -> np.ndarray:
+    """``log H0(t)`` at ``times``: the log of Breslow's baseline cumulative hazard estimated
+    from the training data and their Cox risk scores (log hazard ratios); ``-inf`` before
+    the first event. A patient with score ``r`` has cumulative hazard ``exp(r + log H0(t))``,
+    a quantity on the same scale whichever model (or fold) produced the scores."""
+    target = as_survival((train_time, train_event), require_event=False)
+    t_risk = _finite_1d(train_risk, name="train_risk", n=len(target))
+    horizons = _horizons(times)
+    shift = float(t_risk.max())  # exp of shifted scores cannot overflow; added back below
+    hr = np.exp(t_risk - shift)
+    uniq, inverse = np.unique(target.time, return_inverse=True)
+    deaths = np.bincount(inverse, weights=target.event.astype(np.float64), minlength=len(uniq))
+    at_risk = np.cumsum(np.bincount(inverse, weights=hr, minlength=len(uniq))[::-1])[::-1]
+    h0 = np.cumsum(deaths / at_risk)
+    idx = np.searchsorted(uniq, horizons, side="right") - 1
+    h0_t = np.where(idx >= 0, h0[np.clip(idx, 0, None)], 0.0)
+    with np.errstate(divide="ignore"):
+        return np.asarray(np.log(h0_t) - shift)
+
+
 def breslow_survival(
     train_time: npt.ArrayLike,
     train_event: npt.ArrayLike,
@@ -151,23 +177,13 @@ def breslow_survival(
 ) -> np.ndarray:
     """Survival ``S(t | x) = exp(-H0(t) exp(risk))`` of shape ``(len(risk), len(times))``.
 
-    ``H0`` is Breslow's baseline cumulative hazard estimated from the training data and
-    their Cox risk scores (log hazard ratios); ``risk`` are the scores of the patients to
-    predict, on the same scale.
+    ``H0`` is Breslow's baseline cumulative hazard (:func:`breslow_log_baseline`); ``risk``
+    are the scores of the patients to predict, on the training scores' scale.
     """
-    target = as_survival((train_time, train_event), require_event=False)
-    t_risk = _finite_1d(train_risk, name="train_risk", n=len(target))
+    log_h0 = breslow_log_baseline(train_time, train_event, train_risk, times)
     r = _finite_1d(risk, name="risk")
-    horizons = _horizons(times)
-    shift = float(t_risk.max())  # exp of shifted scores cannot overflow; cancels below
-    hr = np.exp(t_risk - shift)
-    uniq, inverse = np.unique(target.time, return_inverse=True)
-    deaths = np.bincount(inverse, weights=target.event.astype(np.float64), minlength=len(uniq))
-    at_risk = np.cumsum(np.bincount(inverse, weights=hr, minlength=len(uniq))[::-1])[::-1]
-    h0 = np.cumsum(deaths / at_risk)
-    idx = np.searchsorted(uniq, horizons, side="right") - 1
-    h0_t = np.where(idx >= 0, h0[np.clip(idx, 0, None)], 0.0)
-    return np.asarray(np.exp(-np.outer(np.exp(r - shift), h0_t)))
+    with np.errstate(over="ignore"):
+        return np.asarray(np.exp(-np.exp(r[:, None] + log_h0[None, :])))
 
 
 def default_horizons(time: npt.ArrayLike, event: npt.ArrayLike, *, n: int = 5) -> np.ndarray:

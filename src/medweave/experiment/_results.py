@@ -15,6 +15,7 @@ from medweave import __version__
 from medweave.cohort import Cohort
 from medweave.evaluate import (
     age_bands,
+    breslow_log_baseline,
     breslow_survival,
     calibration_points,
     classification_metrics,
@@ -86,7 +87,15 @@ def pooled(
     out: Outcomes, folds: list[dict[str, np.ndarray]], n: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Out-of-fold predictions over all patients (and, for survival, each patient's
-    survival curve at the horizons from its fold's Breslow baseline)."""
+    survival curve at the horizons from its fold's Breslow baseline).
+
+    A survival model's risk score is a log hazard ratio whose origin is arbitrary: each
+    fold's model may shift all its scores by a different constant. Pooled as they are, the
+    folds' scores would be compared across an offset no model means. So each fold's scores
+    are put on one scale first: the log cumulative hazard at the middle horizon,
+    ``risk + log H0(t)``, with ``H0`` the fold's Breslow baseline from its training patients
+    (a per-fold constant: the ranking within a fold is unchanged).
+    """
     pred = np.full(n, np.nan)
     surv = None
     if out.task == "survival":
@@ -97,9 +106,11 @@ def pooled(
         if surv is not None:
             assert out.time is not None and out.event is not None and out.horizons is not None
             tr = f["train"]
-            surv[f["test"]] = breslow_survival(
-                out.time[tr], out.event[tr], f["train_pred"], f["pred"], out.horizons
-            )
+            args = (out.time[tr], out.event[tr], f["train_pred"])
+            surv[f["test"]] = breslow_survival(*args, f["pred"], out.horizons)
+            middle = breslow_log_baseline(*args, out.horizons[len(out.horizons) // 2 :])[0]
+            if np.isfinite(middle):  # -inf only if the fold saw no event before it
+                pred[f["test"]] += middle
     return pred, surv
 
 
