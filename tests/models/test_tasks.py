@@ -398,11 +398,16 @@ def test_discrete_hazard_bins_likelihood_and_predictions() -> None:
     np.testing.assert_allclose(pred["survival"], np.cumprod(1 - h, axis=1))
     np.testing.assert_array_equal(pred["times"], task.edges)
     at = int(np.searchsorted(task.edges, 60.0))
-    np.testing.assert_allclose(pred["risk"], 1 - pred["survival"][:, at])
+    np.testing.assert_allclose(pred["risk"], np.log(-np.log(pred["survival"][:, at])))
     assert np.all(np.diff(pred["survival"], axis=1) <= 0)
     assert task.score(pred, (time, event)) == pytest.approx(
         concordance_index(time, -pred["risk"], event)
     )
+    # Far from the data the log cumulative hazard stays finite and ordered (S rounds to 1
+    # or 0, its softplus form does not): a log scale like a Cox model's risk.
+    extreme = task.predict(np.array([[-60.0] * 8, [-50.0] * 8, [40.0] * 8, [50.0] * 8]))
+    assert np.isfinite(extreme["risk"]).all()
+    assert np.all(np.diff(extreme["risk"]) > 0)
 
 
 def test_discrete_hazard_bias_only_fit_recovers_life_table_hazards() -> None:

@@ -565,8 +565,9 @@ class DiscreteHazardTask(_SurvivalTask):
 
     Times after the last bin count in the last bin. The loss is the mean negative log
     likelihood per patient. :meth:`predict` gives ``survival`` S(t_k) = Π_{j≤k}(1 - h_j),
-    ``times`` (the bin ends t_k), ``hazard`` and ``risk`` = 1 - S at the end of the bin
-    holding ``horizon`` (days; default: the last bin).
+    ``times`` (the bin ends t_k), ``hazard`` and ``risk`` = log(-log S), the log cumulative
+    hazard at the end of the bin holding ``horizon`` (days; default: the last bin) — a log
+    scale like a Cox model's log hazard ratio, so the two heads' risks are read alike.
     """
 
     def __init__(self, *, n_bins: int = 20, horizon: float | None = None) -> None:
@@ -643,8 +644,10 @@ class DiscreteHazardTask(_SurvivalTask):
         hazard = expit(logits)
         survival = np.cumprod(1.0 - hazard, axis=1)
         at = len(self.edges) - 1 if self.horizon is None else int(self.bin_of(self.horizon))
+        # -log(1 - sigmoid(x)) = softplus(x): the cumulative hazard without rounding S to 1.
+        cumulative = np.logaddexp(0.0, logits[:, : at + 1]).sum(axis=1)
         return {
-            "risk": 1.0 - survival[:, at],
+            "risk": np.log(cumulative),
             "survival": survival,
             "hazard": hazard,
             "times": self.edges.copy(),
