@@ -37,6 +37,7 @@ DEMO_STUDY: dict[str, Any] = {
         "pca": {"ehr": 8, "omics": 16},
         "pca_keep": ["age_at_index", "sex_male"],
         "ensemble": 3,
+        "interactions": 1,
     },
     "validation": {"folds": 3, "seed": 0},
     "evaluation": {"n_bootstrap": 1000, "subgroups": ["sex", "age_band"]},

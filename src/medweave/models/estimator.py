@@ -17,7 +17,7 @@ import warnings
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -47,6 +47,7 @@ from medweave.models._store import EncoderStore, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
 from medweave.models.fusion import Fusion, build_fusion
 from medweave.models.fusion.imputation import LearnedImputer, ModalityDropout
+from medweave.models.interactions import PairwiseInteractions, fit_interactions
 from medweave.models.survival import as_survival
 from medweave.models.tasks import TASKS, Task
 
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "medweave-bundle/1"
 SURVIVAL_TASKS = ("cox", "discrete_hazard")
+#: Modality kinds without a fixed feature vector: no part in ``interactions``.
+_NO_VECTOR = ("image", "sequence")
 DEFAULT_ENCODERS = {
     "tabular": "mlp",
     "exposure": "mlp",
@@ -269,6 +272,13 @@ class MultimodalEstimator(BaseEstimator):
         initialisation and one early-stopping split. The members share the stage-1
         (``pretrain``) encoders, which are trained once; a model of one pretrained
         modality alone is a single network.
+    interactions
+        Rank of pairwise cross-modal interaction terms fitted after the networks (see
+        :mod:`medweave.models.interactions`): between every two feature modalities
+        (tabular, omics, exposure), a penalised bilinear term in their prepared inputs is
+        added to the networks' logit or log-risk, its penalty chosen by 5-fold
+        cross-validation — or none kept, when none beats the networks alone. None (the
+        default) fits none. Not for ``multiclass``.
     sequence_max_len, sequence_min_count
         Sequence modalities: the most recent events kept per patient, and the training
         patients a code must be seen in to have its own embedding (others share one).
@@ -305,6 +315,7 @@ class MultimodalEstimator(BaseEstimator):
         lr: float = 2e-3,
         pretrain_lr: float | None = None,
         ensemble: int = 1,
+        interactions: int | None = None,
         weight_decay: float = 1e-2,
         val_fraction: float = 0.15,
         patience: int = 10,
@@ -343,6 +354,7 @@ class MultimodalEstimator(BaseEstimator):
         self.lr = lr
         self.pretrain_lr = pretrain_lr
         self.ensemble = ensemble
+        self.interactions = interactions
         self.weight_decay = weight_decay
         self.val_fraction = val_fraction
         self.patience = patience
@@ -419,6 +431,17 @@ class MultimodalEstimator(BaseEstimator):
             )
         if not (isinstance(self.ensemble, int) and self.ensemble >= 1):
             raise InputError(f"ensemble={self.ensemble!r}; expected a whole number >= 1")
+        if self.interactions is not None and not (
+            isinstance(self.interactions, int) and self.interactions >= 1
+        ):
+            raise InputError(
+                f"interactions={self.interactions!r}; expected a rank >= 1 (e.g. 1), or None"
+            )
+        if self.interactions is not None and self.task == "multiclass":
+            raise InputError(
+                "interactions: a multiclass model has no single logit to add them to; "
+                "set interactions to None"
+            )
         if not float(self.impute_weight) >= 0:
             raise InputError(f"impute_weight={self.impute_weight!r}; expected a number >= 0")
         self.preps_ = fit_preps(
@@ -456,7 +479,38 @@ class MultimodalEstimator(BaseEstimator):
                 self.members_.append(self._fit_member(k, batch, emb, target, strat))
         for net in self.members_:
             net.eval()
+        self.interactions_ = self._fit_interactions(batch, target, strat)
         return self
+
+    def _fit_interactions(
+        self, batch: PreparedBatch, target: torch.Tensor, strat: np.ndarray | None
+    ) -> PairwiseInteractions | None:
+        """The pairwise interaction terms (``interactions``) over the networks' outputs."""
+        self.interaction_cv_: dict[str, float] = {}
+        features = [m for m in self.modalities_ if self.preps_[m].kind not in _NO_VECTOR]
+        if self.interactions is None or len(features) < 2:
+            return None
+        with torch.no_grad():
+            offset = torch.cat([self._member_outputs(x, k) for x, k in _chunks(batch, len(target))])
+        g, self.interaction_cv_ = fit_interactions(
+            self.task_.loss,
+            offset,
+            {m: cast(torch.Tensor, batch.inputs[m]) for m in features},
+            {m: batch.masks[m] for m in features},
+            target,
+            rank=int(self.interactions),
+            seed=self.seed,
+            strata=strat,
+        )
+        chosen = "none" if g is None else f"rank {g.rank}, penalty {g.penalty:g}"
+        log.info(
+            "interactions among %s: %s (cross-validated loss %.4f; networks alone %.4f)",
+            ", ".join(features),
+            chosen,
+            min(self.interaction_cv_.values()),
+            self.interaction_cv_["none"],
+        )
+        return g
 
     def _fit_member(
         self,
@@ -739,18 +793,22 @@ class MultimodalEstimator(BaseEstimator):
     def _outputs(self, cohort: Cohort, *, embed: bool = False) -> np.ndarray:
         self._check_fitted()
         batch = prepare(cohort, self.preps_)
-        members = self.members_
         outs = []
-        for start in range(0, cohort.n, 1024):
-            sl = slice(start, start + 1024)
-            inputs = {m: take_rows(x, sl) for m, x in batch.inputs.items()}
-            masks = {m: k[sl] for m, k in batch.masks.items()}
+        for inputs, masks in _chunks(batch, cohort.n):
             if embed:  # the members' representations side by side
-                out = torch.cat([net.eval().embed(inputs, masks) for net in members], dim=1)
-            else:  # the members' outputs (logits, log-risks) averaged
-                out = torch.stack([net.eval()(inputs, masks) for net in members]).mean(dim=0)
+                out = torch.cat([net.eval().embed(inputs, masks) for net in self.members_], 1)
+            else:
+                out = self._member_outputs(inputs, masks)
+                if (g := getattr(self, "interactions_", None)) is not None:
+                    out = out + g(inputs, masks)[:, None]
             outs.append(out.cpu().numpy())
         return np.concatenate(outs, axis=0)
+
+    def _member_outputs(
+        self, inputs: dict[str, ModelInput], masks: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The ensemble members' outputs (logits, log-risks) averaged."""
+        return torch.stack([net.eval()(inputs, masks) for net in self.members_]).mean(dim=0)
 
     def predict_output(self, cohort: Cohort) -> dict[str, np.ndarray]:
         """Everything the task predicts (probabilities, labels, risks, survival curves)."""
@@ -808,6 +866,9 @@ class MultimodalEstimator(BaseEstimator):
             )
         for prep in self.preps_.values():
             tensors.update({k: torch.from_numpy(v) for k, v in prep.tensors().items()})
+        g = getattr(self, "interactions_", None)
+        if g is not None:
+            tensors.update({f"interactions.{k}": v.contiguous() for k, v in g.state_dict().items()})
         meta = {
             "format": BUNDLE_FORMAT,
             "medweave_version": __version__,
@@ -820,6 +881,7 @@ class MultimodalEstimator(BaseEstimator):
             "preprocessing": [p.to_json() for p in self.preps_.values()],
             "n_epochs": self.n_epochs_,
             "ensemble": {"members": len(self.members_), "shared_encoders": self.shared_encoders_},
+            "interactions": None if g is None else g.get_config(),
         }
         out = Path(path)
         with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -875,6 +937,14 @@ class MultimodalEstimator(BaseEstimator):
                 net.encoders[m] = est.members_[0].encoders[m]
             est.members_.append(net.eval())
         est.net_ = est.members_[0]
+        est.interactions_ = None
+        if meta.get("interactions"):
+            est.interactions_ = PairwiseInteractions(**meta["interactions"])
+            pre = "interactions."
+            est.interactions_.load_state_dict(
+                {k.removeprefix(pre): v for k, v in tensors.items() if k.startswith(pre)}
+            )
+            est.interactions_.requires_grad_(requires_grad=False).eval()
         est.encoder_configs_ = meta["encoders"]
         est.fusion_name_ = meta["fusion"]["name"]
         est.fusion_config_ = meta["fusion"]["config"]
@@ -949,6 +1019,18 @@ def _collate(rows: list[Any]) -> Any:
     """torch's default collation, then sequence padding cut to the batch's longest."""
     inputs, masks, target = default_collate(rows)
     return {m: trim_padding(x) for m, x in inputs.items()}, masks, target
+
+
+def _chunks(
+    batch: PreparedBatch, n: int, size: int = 1024
+) -> Iterator[tuple[dict[str, ModelInput], dict[str, torch.Tensor]]]:
+    """``batch``'s inputs and masks in chunks of ``size`` patients (images can be large)."""
+    for start in range(0, n, size):
+        sl = slice(start, start + size)
+        yield (
+            {m: take_rows(x, sl) for m, x in batch.inputs.items()},
+            {m: k[sl] for m, k in batch.masks.items()},
+        )
 
 
 def _embed(encoder: nn.Module, x: ModelInput, *, chunk: int = 512) -> torch.Tensor:
