@@ -30,43 +30,40 @@ def split(built_cohort: Cohort) -> tuple[Cohort, Cohort]:
 
 
 @pytest.mark.parametrize("task", ["binary", "discrete_hazard"])
-def test_interactions_add_to_the_networks_output_and_reload_exactly(
+def test_the_glm_is_averaged_with_the_networks_and_reloads_exactly(
     split: tuple[Cohort, Cohort], tmp_path: Path, task: str
 ) -> None:
     train, test = split
-    params = {"modalities": ["ehr", "omics", "environment"], "fusion": "concat", **FAST}
+    params = {"modalities": ["ehr", "imaging", "omics", "environment"], "fusion": "concat"}
     est = MultimodalEstimator(
-        task=task, ensemble=2, interactions=1, pca={"omics": 8}, **params
+        task=task, ensemble=2, interactions=1, pca={"omics": 8}, **params, **FAST
     ).fit(train)
-    # Every candidate penalty was cross-validated against the networks alone.
-    assert set(est.interaction_cv_) == {"none", "3", "10", "30", "100", "300"}
-    g = est.interactions_
-    if g is None:  # nothing beat the networks alone on this small cohort
-        assert min(est.interaction_cv_, key=est.interaction_cv_.__getitem__) == "none"
-    else:
-        assert [tuple(p) for p in g.pairs] == [
-            ("ehr", "omics"),
-            ("ehr", "environment"),
-            ("omics", "environment"),
-        ]
-        batch = prepare(test, est.preps_)
-        with torch.no_grad():
-            nets = est._member_outputs(batch.inputs, batch.masks).numpy()
-            extra = g(batch.inputs, batch.masks).numpy()
-        np.testing.assert_allclose(est._outputs(test), nets + extra[:, None], rtol=1e-5)
-    # The networks alone are the same networks as without interactions.
-    plain = MultimodalEstimator(task=task, ensemble=2, pca={"omics": 8}, **params).fit(train)
-    assert plain.interactions_ is None
+    g = est.glm_
+    assert g is not None
+    # Main effects of every vector input (the image through its frozen stage-1 encoder),
+    # pairs among the feature modalities only.
+    assert list(g.main) == ["ehr", "imaging", "omics", "environment"]
+    assert g.pair_modalities == ["ehr", "omics", "environment"]
+    assert all(k.startswith("main=") for k in est.glm_cv_)
+    batch = prepare(test, est.preps_)
+    with torch.no_grad():
+        nets = est._member_outputs(batch.inputs, batch.masks).numpy()
+        glm = g(est._glm_inputs(batch.inputs, list(g.main)), batch.masks).numpy()
+    np.testing.assert_allclose(est._outputs(test), (nets + glm) / 2, rtol=1e-5, atol=1e-6)
+    # The networks are the same networks as without the GLM.
+    plain = MultimodalEstimator(task=task, ensemble=2, pca={"omics": 8}, **params, **FAST)
+    plain.fit(train)
+    assert plain.glm_ is None
     for a, b in zip(plain.members_, est.members_, strict=True):
         for (k, v), w in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.equal(v, w), k
     assert_reloads_in_fresh_process(est, test, tmp_path)
 
 
-def test_interactions_learn_on_the_synthetic_cohort(split: tuple[Cohort, Cohort]) -> None:
-    """The cohort's risk holds an environment x inflammation product: with the networks
-    stopped after a few epochs, the cross-validation keeps a pair term."""
-    train, _ = split
+def test_the_glm_learns_the_cohorts_interaction(split: tuple[Cohort, Cohort]) -> None:
+    """The cohort's risk holds an environment x inflammation product: cross-validation
+    keeps pair terms, and the hybrid ranks the test patients better than the networks."""
+    train, test = split
     est = MultimodalEstimator(
         modalities=["ehr", "omics", "environment"],
         fusion="late",
@@ -74,14 +71,18 @@ def test_interactions_learn_on_the_synthetic_cohort(split: tuple[Cohort, Cohort]
         pca={"ehr": 8, "omics": 16},
         **FAST,
     ).fit(train)
-    assert est.interactions_ is not None
-    assert est.interaction_cv_[f"{est.interactions_.penalty:g}"] < est.interaction_cv_["none"]
+    assert est.glm_ is not None and est.glm_.pair_penalty is not None
+    hybrid = est.score(test)
+    est.glm_ = None
+    assert hybrid > est.score(test)
 
 
-def test_no_pairs_without_two_feature_modalities(split: tuple[Cohort, Cohort]) -> None:
+def test_no_glm_without_a_vector_input(split: tuple[Cohort, Cohort]) -> None:
     train, _ = split
-    est = MultimodalEstimator(modalities=["ehr"], interactions=1, **FAST).fit(train)
-    assert est.interactions_ is None and est.interaction_cv_ == {}
+    est = MultimodalEstimator(modalities=["imaging"], interactions=1, **FAST).fit(train)
+    assert est.glm_ is None and est.glm_cv_ == {}
+    single = MultimodalEstimator(modalities=["ehr"], interactions=1, **FAST).fit(train)
+    assert single.glm_ is not None and single.glm_.pairs == []
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ from medweave.models._store import EncoderStore, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
 from medweave.models.fusion import Fusion, build_fusion
 from medweave.models.fusion.imputation import LearnedImputer, ModalityDropout
-from medweave.models.interactions import PairwiseInteractions, fit_interactions
+from medweave.models.interactions import CrossModalGLM, fit_glm
 from medweave.models.survival import as_survival
 from medweave.models.tasks import TASKS, Task
 
@@ -273,12 +273,13 @@ class MultimodalEstimator(BaseEstimator):
         (``pretrain``) encoders, which are trained once; a model of one pretrained
         modality alone is a single network.
     interactions
-        Rank of pairwise cross-modal interaction terms fitted after the networks (see
-        :mod:`medweave.models.interactions`): between every two feature modalities
-        (tabular, omics, exposure), a penalised bilinear term in their prepared inputs is
-        added to the networks' logit or log-risk, its penalty chosen by 5-fold
-        cross-validation — or none kept, when none beats the networks alone. None (the
-        default) fits none. Not for ``multiclass``.
+        Average the networks with a penalised GLM with pairwise cross-modal interactions of
+        this rank (see :mod:`medweave.models.interactions`): main effects of the feature
+        modalities' prepared inputs and of the frozen image embeddings, and a
+        rank-``interactions`` bilinear term between every two feature modalities (tabular,
+        omics, exposure), penalties chosen by 5-fold cross-validation, fitted to
+        convergence. The prediction averages the GLM's logit or log-risk with the
+        networks', 1:1. None (the default): the networks alone. Not for ``multiclass``.
     sequence_max_len, sequence_min_count
         Sequence modalities: the most recent events kept per patient, and the training
         patients a code must be seen in to have its own embedding (others share one).
@@ -479,38 +480,65 @@ class MultimodalEstimator(BaseEstimator):
                 self.members_.append(self._fit_member(k, batch, emb, target, strat))
         for net in self.members_:
             net.eval()
-        self.interactions_ = self._fit_interactions(batch, target, strat)
+        self.glm_ = self._fit_glm(batch, target, strat)
         return self
 
-    def _fit_interactions(
+    def _fit_glm(
         self, batch: PreparedBatch, target: torch.Tensor, strat: np.ndarray | None
-    ) -> PairwiseInteractions | None:
-        """The pairwise interaction terms (``interactions``) over the networks' outputs."""
-        self.interaction_cv_: dict[str, float] = {}
-        features = [m for m in self.modalities_ if self.preps_[m].kind not in _NO_VECTOR]
-        if self.interactions is None or len(features) < 2:
+    ) -> CrossModalGLM | None:
+        """The penalised GLM averaged with the networks (``interactions``)."""
+        self.glm_cv_: dict[str, float] = {}
+        if self.interactions is None:
             return None
-        with torch.no_grad():
-            offset = torch.cat([self._member_outputs(x, k) for x, k in _chunks(batch, len(target))])
-        g, self.interaction_cv_ = fit_interactions(
+        vectors = self._glm_modalities()
+        if not vectors:
+            return None
+        inputs = [self._glm_inputs(x, vectors) for x, _ in _chunks(batch, len(target))]
+        pairs = [m for m in vectors if self.preps_[m].kind not in _NO_VECTOR]
+        g, self.glm_cv_ = fit_glm(
             self.task_.loss,
-            offset,
-            {m: cast(torch.Tensor, batch.inputs[m]) for m in features},
-            {m: batch.masks[m] for m in features},
+            {m: torch.cat([x[m] for x in inputs]) for m in vectors},
+            {m: batch.masks[m] for m in vectors},
             target,
+            out_dim=self.task_.out_dim,
+            pairs=pairs,
             rank=int(self.interactions),
             seed=self.seed,
             strata=strat,
         )
-        chosen = "none" if g is None else f"rank {g.rank}, penalty {g.penalty:g}"
         log.info(
-            "interactions among %s: %s (cross-validated loss %.4f; networks alone %.4f)",
-            ", ".join(features),
-            chosen,
-            min(self.interaction_cv_.values()),
-            self.interaction_cv_["none"],
+            "GLM beside the networks: main effects of %s (penalty %g), pairs among %s (%s); "
+            "cross-validated loss %.4f",
+            ", ".join(vectors),
+            g.main_penalty,
+            ", ".join(pairs) if len(pairs) > 1 else "none",
+            "none kept" if g.pair_penalty is None else f"rank {g.rank}, penalty {g.pair_penalty:g}",
+            min(self.glm_cv_.values()),
         )
         return g
+
+    def _glm_modalities(self) -> list[str]:
+        """Modalities with a vector input for the GLM: the feature modalities, and the
+        image modalities whose frozen stage-1 encoder every member shares."""
+        return [
+            m
+            for m in self.modalities_
+            if self.preps_[m].kind not in _NO_VECTOR
+            or (self.preps_[m].kind == "image" and m in self.shared_encoders_)
+        ]
+
+    @torch.no_grad()
+    def _glm_inputs(
+        self, inputs: dict[str, ModelInput], vectors: list[str]
+    ) -> dict[str, torch.Tensor]:
+        """The GLM's vector inputs: prepared features, or a frozen encoder's embedding."""
+        out = {}
+        for m in vectors:
+            x = inputs[m]
+            if m in self.shared_encoders_ and self.preps_[m].kind == "image":
+                x = self.net_.encoders[m].eval()(x)
+            out[m] = cast(torch.Tensor, x)
+        return out
 
     def _fit_member(
         self,
@@ -799,8 +827,8 @@ class MultimodalEstimator(BaseEstimator):
                 out = torch.cat([net.eval().embed(inputs, masks) for net in self.members_], 1)
             else:
                 out = self._member_outputs(inputs, masks)
-                if (g := getattr(self, "interactions_", None)) is not None:
-                    out = out + g(inputs, masks)[:, None]
+                if (g := getattr(self, "glm_", None)) is not None:  # the two families, 1:1
+                    out = (out + g(self._glm_inputs(inputs, list(g.main)), masks)) / 2
             outs.append(out.cpu().numpy())
         return np.concatenate(outs, axis=0)
 
@@ -866,9 +894,9 @@ class MultimodalEstimator(BaseEstimator):
             )
         for prep in self.preps_.values():
             tensors.update({k: torch.from_numpy(v) for k, v in prep.tensors().items()})
-        g = getattr(self, "interactions_", None)
+        g = getattr(self, "glm_", None)
         if g is not None:
-            tensors.update({f"interactions.{k}": v.contiguous() for k, v in g.state_dict().items()})
+            tensors.update({f"glm.{k}": v.contiguous() for k, v in g.state_dict().items()})
         meta = {
             "format": BUNDLE_FORMAT,
             "medweave_version": __version__,
@@ -881,7 +909,7 @@ class MultimodalEstimator(BaseEstimator):
             "preprocessing": [p.to_json() for p in self.preps_.values()],
             "n_epochs": self.n_epochs_,
             "ensemble": {"members": len(self.members_), "shared_encoders": self.shared_encoders_},
-            "interactions": None if g is None else g.get_config(),
+            "glm": None if g is None else g.get_config(),
         }
         out = Path(path)
         with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -937,14 +965,13 @@ class MultimodalEstimator(BaseEstimator):
                 net.encoders[m] = est.members_[0].encoders[m]
             est.members_.append(net.eval())
         est.net_ = est.members_[0]
-        est.interactions_ = None
-        if meta.get("interactions"):
-            est.interactions_ = PairwiseInteractions(**meta["interactions"])
-            pre = "interactions."
-            est.interactions_.load_state_dict(
-                {k.removeprefix(pre): v for k, v in tensors.items() if k.startswith(pre)}
+        est.glm_ = None
+        if meta.get("glm"):
+            est.glm_ = CrossModalGLM(**meta["glm"])
+            est.glm_.load_state_dict(
+                {k.removeprefix("glm."): v for k, v in tensors.items() if k.startswith("glm.")}
             )
-            est.interactions_.requires_grad_(requires_grad=False).eval()
+            est.glm_.requires_grad_(requires_grad=False).eval()
         est.encoder_configs_ = meta["encoders"]
         est.fusion_name_ = meta["fusion"]["name"]
         est.fusion_config_ = meta["fusion"]["config"]

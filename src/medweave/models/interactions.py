@@ -1,33 +1,44 @@
-"""Pairwise cross-modal interactions, fitted after the networks (``interactions=rank``).
+"""A penalised GLM with pairwise cross-modal interactions, averaged with the networks
+(``MultimodalEstimator(interactions=rank)``).
 
-An effect that lives in the product of two modalities — air pollution that harms more
-when an inflammation module is high, a drug that works for one molecular subtype — is a
-second-order signal. Networks early-stopped on a few hundred validation outcomes stop
-before they learn it: the stopping rule sees the main effects level off, and a product of
-two small weights has a small gradient. A penalised model of exactly that shape learns it
-from the same data:
+Two things early-stopped networks leave on the table with a thousand or so outcomes:
 
-    g(x) = b + Σ_{a<b} 1[a, b present] · Σ_r (P_ab,r · x_a)(Q_ab,r · x_b)
+* some of the linear signal — a well-penalised regression on the same inputs is often as
+  good as the network, and the two make different errors;
+* effects that live in the product of two modalities — air pollution that harms more when
+  an inflammation module is high, a drug that works for one molecular subtype. The
+  stopping rule sees the main effects level off before a product of two small weights,
+  whose gradient is small, has grown.
 
-over the prepared inputs ``x_m`` of the feature modalities (tabular, omics, exposure:
-standardised features or principal components; images and event sequences have no fixed
-feature vector and take no part), one rank-``r`` bilinear term per pair, added to the
-networks' output (their logit or log-risk, the same ``g`` for every output column). A pair
-counts only for patients who have both modalities — a missing modality adds nothing, it is
-not read as zeros. The networks' output is a fixed offset; ``P`` and ``Q`` carry an L2
-penalty, which on a factorised matrix is a nuclear-norm penalty on ``P Qᵀ`` (it shrinks
-the pair's interaction towards low rank and to zero). The penalty is chosen by K-fold
-cross-validation of the task's own loss among :data:`PENALTIES`, against the offset alone:
-when no penalty beats it, no interaction is kept. Fits are full-batch L-BFGS to
-convergence, so the answer does not depend on a stopping epoch.
+A penalised model of the right shape, fitted to convergence, learns both from the same
+data:
 
-The offset is the networks' in-sample output on their own training patients, a little
-better than it will be on new patients; the cross-validation then under- rather than
-over-states what the interactions add.
+    b + Σ_m 1[m present] · w_m · x_m
+      + Σ_{a<b} 1[a, b present] · Σ_r (P_ab,r · x_a)(Q_ab,r · x_b)
+
+``x_m`` are the vector inputs: the prepared features of the feature modalities (tabular,
+omics, exposure: standardised features or principal components) and the frozen stage-1
+embeddings of pretrained image encoders. Pairs are formed among the feature modalities
+only — measured variables, the classical gene x environment setting; an image embedding's
+many learned dimensions would add far more pair parameters than signal. A missing modality
+adds nothing (its terms are masked, not read as zeros). ``w`` carries an L2 penalty; ``P``
+and ``Q`` too, which on a factorised matrix is a nuclear-norm penalty on ``P Qᵀ``: it
+shrinks each pair's interaction towards low rank and, when it does not pay, to exactly
+zero. The bias ``b`` has one entry per output column (the bins of a discrete hazard model
+share the rest: proportional odds); the task's own loss is minimised (logistic, Cox partial
+likelihood, discrete-time likelihood, squared error).
+
+Penalties are chosen by K-fold cross-validation of that loss: the main effects' first
+(among :data:`MAIN_PENALTIES`), then the pairs' given it (among :data:`PAIR_PENALTIES`, or
+none). Fits are full-batch L-BFGS to convergence, so the answer does not depend on a
+stopping epoch. The estimator averages the GLM's output (logit, log-risk) with its
+networks', with equal weight: a two-family ensemble, whose weights are fixed rather than
+fitted because the networks' in-sample outputs would flatter them.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -36,94 +47,165 @@ import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
-__all__ = ["PENALTIES", "PairwiseInteractions", "fit_interactions"]
+__all__ = ["MAIN_PENALTIES", "PAIR_PENALTIES", "CrossModalGLM", "fit_glm"]
 
-#: Penalties tried (per patient: the penalty term is ``penalty / n · Σ‖P‖² + ‖Q‖²``).
-PENALTIES = tuple(float(f"{p:.3g}") for p in np.geomspace(5.0, 320.0, 13))
-#: Cross-validation folds that choose the penalty.
+#: Candidate penalties (per patient: the term is ``penalty / n · Σ‖w‖²``).
+MAIN_PENALTIES = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+PAIR_PENALTIES = tuple(float(f"{p:.3g}") for p in np.geomspace(5.0, 320.0, 13))
+#: Cross-validation folds that choose the penalties.
 FOLDS = 5
 
 
-class PairwiseInteractions(nn.Module):
-    """``g(x)`` above over the modalities ``dims`` (name -> input width), in their order."""
+class CrossModalGLM(nn.Module):
+    """The GLM above: ``out_dim`` outputs, main effects over ``main`` (modality -> input
+    width) and rank-``rank`` pair terms among the modalities of ``pairs`` (a
+    ``pair_penalty`` of None: no pairs)."""
 
-    def __init__(self, dims: dict[str, int], *, rank: int = 1, penalty: float = 0.0) -> None:
+    def __init__(
+        self,
+        main: dict[str, int],
+        pairs: list[str],
+        *,
+        out_dim: int = 1,
+        rank: int = 1,
+        main_penalty: float = 1.0,
+        pair_penalty: float | None = None,
+    ) -> None:
         super().__init__()
         if int(rank) != rank or rank < 1:
             raise ValueError(f"rank must be a whole number >= 1, got {rank!r}")
-        self.dims = {m: int(d) for m, d in dims.items()}
+        self.main = {m: int(d) for m, d in main.items()}
+        self.pair_modalities = list(pairs)
         self.rank = int(rank)
-        self.penalty = float(penalty)
-        self.pairs = list(itertools.combinations(self.dims, 2))
+        self.main_penalty = main_penalty
+        self.pair_penalty = pair_penalty
+        with_pairs = pair_penalty is not None
+        self.pairs = list(itertools.combinations(self.pair_modalities, 2)) if with_pairs else []
+        self.out_dim = int(out_dim)
+        self.weights = nn.ParameterList([nn.Parameter(torch.zeros(d)) for d in self.main.values()])
+        dims = self.main
         self.left = nn.ParameterList(
-            [nn.Parameter(0.1 * torch.randn(self.dims[a], self.rank)) for a, _ in self.pairs]
+            [nn.Parameter(0.1 * torch.randn(dims[a], self.rank)) for a, _ in self.pairs]
         )
         self.right = nn.ParameterList(
-            [nn.Parameter(0.1 * torch.randn(self.dims[b], self.rank)) for _, b in self.pairs]
+            [nn.Parameter(0.1 * torch.randn(dims[b], self.rank)) for _, b in self.pairs]
         )
-        self.bias = nn.Parameter(torch.zeros(1))
+        self.bias = nn.Parameter(torch.zeros(self.out_dim))
+        # Inputs are standardised over the training patients who have the modality, so one
+        # penalty suits features and embeddings of any scale (set by fit_glm).
+        for i, d in enumerate(self.main.values()):
+            self.register_buffer(f"center{i}", torch.zeros(d))
+            self.register_buffer(f"scale{i}", torch.ones(d))
+
+    def standardise(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
+        """Set the centre and scale of every input from these (training) patients."""
+        for i, m in enumerate(self.main):
+            x = inputs[m][masks[m]].to(torch.float32)
+            if len(x):
+                sd = x.std(dim=0, unbiased=False)
+                getattr(self, f"center{i}").copy_(x.mean(dim=0))
+                getattr(self, f"scale{i}").copy_(torch.where(sd > 0, sd, torch.ones_like(sd)))
+
+    def _standardised(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            m: (inputs[m].to(torch.float32) - getattr(self, f"center{i}"))
+            / getattr(self, f"scale{i}")
+            for i, m in enumerate(self.main)
+        }
 
     def get_config(self) -> dict[str, Any]:
-        return {"dims": self.dims, "rank": self.rank, "penalty": self.penalty}
+        return {
+            "main": self.main,
+            "pairs": self.pair_modalities,
+            "out_dim": self.out_dim,
+            "rank": self.rank,
+            "main_penalty": self.main_penalty,
+            "pair_penalty": self.pair_penalty,
+        }
 
     def forward(
         self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
     ) -> torch.Tensor:
-        """``g`` per patient, shape (n,)."""
-        n = inputs[next(iter(self.dims))].shape[0]
-        out = self.bias.expand(n)
+        """The GLM's output (logit, log-risk), shape (n, out_dim)."""
+        inputs = self._standardised(inputs)
+        n = inputs[next(iter(self.main))].shape[0]
+        out = torch.zeros(n)
+        for m, w in zip(self.main, self.weights, strict=True):
+            out = out + masks[m].to(w.dtype) * (inputs[m].to(w.dtype) @ w)
         for (a, b), p, q in zip(self.pairs, self.left, self.right, strict=True):
-            both = (masks[a] & masks[b]).to(out.dtype)
+            both = (masks[a] & masks[b]).to(p.dtype)
             out = out + both * ((inputs[a].to(p.dtype) @ p) * (inputs[b].to(q.dtype) @ q)).sum(1)
-        return out
+        return out[:, None] + self.bias
 
-    def norm(self) -> torch.Tensor:
-        """Σ ‖P‖² + ‖Q‖² over the pairs (the penalised quantity)."""
-        return sum((w.square().sum() for w in [*self.left, *self.right]), torch.zeros(()))
+    def loss_penalty(self, n: int) -> torch.Tensor:
+        """The penalty term for ``n`` training patients."""
+        total = self.main_penalty / n * sum(w.square().sum() for w in self.weights)
+        if self.pair_penalty is not None:
+            squares = sum(w.square().sum() for w in [*self.left, *self.right])
+            total = total + self.pair_penalty / n * squares
+        return torch.as_tensor(total)
 
 
-def fit_interactions(
+def fit_glm(
     loss: Any,
-    offset: torch.Tensor,
     inputs: dict[str, torch.Tensor],
     masks: dict[str, torch.Tensor],
     target: torch.Tensor,
     *,
+    out_dim: int,
+    pairs: list[str],
     rank: int,
     seed: int,
     strata: np.ndarray | None = None,
-) -> tuple[PairwiseInteractions | None, dict[str, float]]:
-    """Choose the penalty by cross-validation and fit the interactions on every patient.
+) -> tuple[CrossModalGLM, dict[str, float]]:
+    """Choose the penalties by cross-validation and fit the GLM on every patient.
 
-    ``loss(out, target)`` is the task's loss of outputs (n, k); ``offset`` (n, k) the
-    networks' outputs; ``inputs`` / ``masks`` the feature modalities' prepared inputs and
-    presence (two or more modalities); ``strata`` the classes to stratify the folds by.
-    Returns the fitted module (None when no penalty beats the offset alone) and the mean
-    validation loss of each candidate (``"none"`` for the offset alone).
+    ``loss(out, target)`` is the task's loss of outputs (n, ``out_dim``); ``inputs`` /
+    ``masks`` the vector inputs and presence of every modality with main effects; ``pairs``
+    the modalities among which pairs are formed; ``strata`` the classes to stratify the
+    folds by. Returns the fitted GLM and the mean validation loss of each candidate
+    (``"main=…"``, ``"main=…,pairs=…"``).
     """
-    n = len(offset)
+    n = len(target)
     dims = {m: int(x.shape[1]) for m, x in inputs.items()}
-    split = (
-        StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(np.zeros(n), strata)
-        if strata is not None
-        else KFold(FOLDS, shuffle=True, random_state=seed).split(np.zeros(n))
+    if strata is not None:
+        split = StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(np.zeros(n), strata)
+    else:
+        split = KFold(FOLDS, shuffle=True, random_state=seed).split(np.zeros(n))
+    folds = [(torch.as_tensor(tr), torch.as_tensor(va)) for tr, va in split]
+    fit = functools.partial(
+        _fit,
+        loss,
+        inputs,
+        masks,
+        target,
+        seed=seed,
+        dims=dims,
+        pairs=pairs,
+        out_dim=out_dim,
+        rank=rank,
     )
-    folds = list(split)
-    cv: dict[str, float] = {}
-    for penalty in (None, *PENALTIES):
+
+    def cv_loss(main_penalty: float, pair_penalty: float | None) -> float:
         losses = []
         for tr, va in folds:
-            tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
-            g = _fit(loss, offset, inputs, masks, target, tr_t, dims, rank, penalty, seed)
+            g = fit(tr, main_penalty, pair_penalty)
             with torch.no_grad():
-                out = offset[va_t] + g(_rows(inputs, va_t), _rows(masks, va_t))[:, None]
-                losses.append(float(loss(out, target[va_t])))
-        cv["none" if penalty is None else f"{penalty:g}"] = float(np.mean(losses))
-    best = min(cv, key=cv.__getitem__)
-    if best == "none":
-        return None, cv
+                losses.append(float(loss(g(_rows(inputs, va), _rows(masks, va)), target[va])))
+        return float(np.mean(losses))
+
+    cv = {f"main={p:g}": cv_loss(p, None) for p in MAIN_PENALTIES}
+    main = min(MAIN_PENALTIES, key=lambda p: cv[f"main={p:g}"])
+    pair: float | None = None
+    if len(pairs) >= 2:
+        for p in PAIR_PENALTIES:
+            cv[f"main={main:g},pairs={p:g}"] = cv_loss(main, p)
+        pair = min(
+            (None, *PAIR_PENALTIES),
+            key=lambda p: cv[f"main={main:g}" + ("" if p is None else f",pairs={p:g}")],
+        )
     every = torch.arange(n)
-    return _fit(loss, offset, inputs, masks, target, every, dims, rank, float(best), seed), cv
+    return fit(every, main, pair), cv
 
 
 def _rows(d: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -132,38 +214,42 @@ def _rows(d: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Ten
 
 def _fit(
     loss: Any,
-    offset: torch.Tensor,
     inputs: dict[str, torch.Tensor],
     masks: dict[str, torch.Tensor],
     target: torch.Tensor,
     rows: torch.Tensor,
-    dims: dict[str, int],
-    rank: int,
-    penalty: float | None,
+    main_penalty: float,
+    pair_penalty: float | None,
+    *,
     seed: int,
-) -> PairwiseInteractions:
-    """One full-batch L-BFGS fit on ``rows``; ``penalty`` None fits the bias alone."""
+    dims: dict[str, int],
+    pairs: list[str],
+    out_dim: int,
+    rank: int,
+) -> CrossModalGLM:
+    """One full-batch L-BFGS fit on ``rows``."""
     torch.manual_seed(seed)
-    g = PairwiseInteractions(dims, rank=rank, penalty=penalty or 0.0)
-    x, k, off, y = _rows(inputs, rows), _rows(masks, rows), offset[rows], target[rows]
-    params = list(g.parameters())
-    if penalty is None:  # the offset and a bias alone: no pair terms
-        with torch.no_grad():
-            for w in [*g.left, *g.right]:
-                w.zero_()
-        params = [g.bias]
+    g = CrossModalGLM(
+        dims,
+        pairs,
+        out_dim=out_dim,
+        rank=rank,
+        main_penalty=main_penalty,
+        pair_penalty=pair_penalty,
+    )
+    x, k, y = _rows(inputs, rows), _rows(masks, rows), target[rows]
+    g.standardise(x, k)
     opt = torch.optim.LBFGS(
-        params,
+        list(g.parameters()),
         max_iter=300,
         line_search_fn="strong_wolfe",
         tolerance_grad=1e-6,
         tolerance_change=1e-9,
     )
-    weight = (penalty or 0.0) / len(rows)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        value = loss(off + g(x, k)[:, None], y) + weight * g.norm()
+        value = loss(g(x, k), y) + g.loss_penalty(len(rows))
         value.backward()
         return value
 
