@@ -50,8 +50,16 @@ def main() -> None:
             proba = est.predict_proba(test)
             proba = proba[:, -1] if proba.ndim == 2 else proba
             auc = roc_auc_score(y, proba)
+            parts = ""
+            if getattr(est, "glm_", None) is not None:  # each family of the hybrid alone
+                nets, glm = (
+                    roc_auc_score(y, est.predict_output(test, part=p)["proba"])
+                    for p in ("networks", "glm")
+                )
+                parts = f"; networks alone {nets:.3f}, GLM alone {glm:.3f}"
             print(
                 f"  {label:28s} AUROC {auc:.3f} (ceiling {ceiling - auc:+.3f}) fit {seconds:5.1f} s"
+                + parts
             )
             return auc
 

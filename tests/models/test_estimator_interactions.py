@@ -50,10 +50,19 @@ def test_the_glm_is_averaged_with_the_networks_and_reloads_exactly(
         nets = est._member_outputs(batch.inputs, batch.masks).numpy()
         glm = g(est._glm_inputs(batch.inputs, list(g.main)), batch.masks).numpy()
     np.testing.assert_allclose(est._outputs(test), (nets + glm) / 2, rtol=1e-5, atol=1e-6)
+    # Each family can be read alone.
+    key = "proba" if task == "binary" else "risk"
+    for part, out in (("networks", nets), ("glm", glm)):
+        expected = est.task_.predict(out)[key]
+        np.testing.assert_allclose(est.predict_output(test, part=part)[key], expected, rtol=1e-5)
     # The networks are the same networks as without the GLM.
     plain = MultimodalEstimator(task=task, ensemble=2, pca={"omics": 8}, **params, **FAST)
     plain.fit(train)
     assert plain.glm_ is None
+    with pytest.raises(InputError, match="this model has no GLM"):
+        plain.predict_output(test, part="glm")
+    with pytest.raises(InputError, match="part='nets'; expected 'model', 'networks' or 'glm'"):
+        plain.predict_output(test, part="nets")
     for a, b in zip(plain.members_, est.members_, strict=True):
         for (k, v), w in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.equal(v, w), k

@@ -818,16 +818,23 @@ class MultimodalEstimator(BaseEstimator):
             raise InputError("this estimator is not fitted yet; call fit(cohort) first")
 
     @torch.no_grad()
-    def _outputs(self, cohort: Cohort, *, embed: bool = False) -> np.ndarray:
+    def _outputs(self, cohort: Cohort, *, part: str = "model") -> np.ndarray:
+        """Raw outputs: of the whole model (``model``), of the ``networks`` alone or of the
+        ``glm`` alone; ``embed``: the members' fused representations side by side."""
         self._check_fitted()
+        g = getattr(self, "glm_", None)
+        if part == "glm" and g is None:
+            raise InputError("this model has no GLM (fit it with interactions=1)")
         batch = prepare(cohort, self.preps_)
         outs = []
         for inputs, masks in _chunks(batch, cohort.n):
-            if embed:  # the members' representations side by side
+            if part == "embed":
                 out = torch.cat([net.eval().embed(inputs, masks) for net in self.members_], 1)
+            elif part == "glm" and g is not None:
+                out = g(self._glm_inputs(inputs, list(g.main)), masks)
             else:
                 out = self._member_outputs(inputs, masks)
-                if (g := getattr(self, "glm_", None)) is not None:  # the two families, 1:1
+                if g is not None and part == "model":  # the two families, 1:1
                     out = (out + g(self._glm_inputs(inputs, list(g.main)), masks)) / 2
             outs.append(out.cpu().numpy())
         return np.concatenate(outs, axis=0)
@@ -838,9 +845,15 @@ class MultimodalEstimator(BaseEstimator):
         """The ensemble members' outputs (logits, log-risks) averaged."""
         return torch.stack([net.eval()(inputs, masks) for net in self.members_]).mean(dim=0)
 
-    def predict_output(self, cohort: Cohort) -> dict[str, np.ndarray]:
-        """Everything the task predicts (probabilities, labels, risks, survival curves)."""
-        out = self._outputs(cohort)  # checks that the estimator is fitted
+    def predict_output(self, cohort: Cohort, *, part: str = "model") -> dict[str, np.ndarray]:
+        """Everything the task predicts (probabilities, labels, risks, survival curves).
+
+        ``part``: the whole model, or (with ``interactions``) its ``networks`` or its
+        ``glm`` alone — what each of the two families would predict by itself.
+        """
+        if part not in ("model", "networks", "glm"):
+            raise InputError(f"part={part!r}; expected 'model', 'networks' or 'glm'")
+        out = self._outputs(cohort, part=part)  # checks that the estimator is fitted
         return self.task_.predict(out)
 
     def predict_proba(self, cohort: Cohort) -> np.ndarray:
@@ -865,7 +878,7 @@ class MultimodalEstimator(BaseEstimator):
     def transform(self, cohort: Cohort) -> np.ndarray:
         """The fused patient representation (n, fused_dim × ensemble members), e.g. for
         stratification."""
-        return self._outputs(cohort, embed=True)
+        return self._outputs(cohort, part="embed")
 
     def score(self, cohort: Cohort, y: Any = None) -> float:
         """AUROC (binary), accuracy (multiclass), R² (regression) or Harrell's C (survival)."""
