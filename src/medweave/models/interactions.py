@@ -130,11 +130,12 @@ class CrossModalGLM(nn.Module):
         inputs = self._standardised(inputs)
         n = inputs[next(iter(self.main))].shape[0]
         out = torch.zeros(n)
+        zero = torch.zeros(())
         for m, w in zip(self.main, self.weights, strict=True):
-            out = out + masks[m].to(w.dtype) * (inputs[m].to(w.dtype) @ w)
+            out = out + torch.where(masks[m], inputs[m] @ w, zero)
         for (a, b), p, q in zip(self.pairs, self.left, self.right, strict=True):
-            both = (masks[a] & masks[b]).to(p.dtype)
-            out = out + both * ((inputs[a].to(p.dtype) @ p) * (inputs[b].to(q.dtype) @ q)).sum(1)
+            term = ((inputs[a] @ p) * (inputs[b] @ q)).sum(1)
+            out = out + torch.where(masks[a] & masks[b], term, zero)
         return out[:, None] + self.bias
 
     def loss_penalty(self, n: int) -> torch.Tensor:
