@@ -39,6 +39,8 @@ def test_results_follow_the_schema_and_name_every_model(finished: RunResult) -> 
     on_disk = json.loads((finished.out / "results.json").read_text())
     validate_results(on_disk)
     assert on_disk["schema_version"] == "1.0" and on_disk["task"] == "binary"
+    # The neural models' settings travel with the results (the report describes them).
+    assert on_disk["study"]["estimator"]["max_epochs"] == 4
     names = [m["name"] for m in on_disk["models"]]
     assert names == [
         "single:ehr", "single:imaging", "single:environment", "fusion:concat", "lightgbm",

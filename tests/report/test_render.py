@@ -244,6 +244,19 @@ def test_missing_pieces_render(binary_results: dict[str, Any], tmp_path: Path) -
     assert '<td class="num best">0.123</td>' in first  # estimate alone without its interval
 
 
+@pytest.mark.usefixtures("no_plots")
+def test_how_the_neural_models_were_built(binary_results: dict[str, Any], tmp_path: Path) -> None:
+    html = _page(binary_results, tmp_path)  # results without settings: no sentence
+    assert "How the models were built" not in html
+    binary_results["study"]["estimator"] = {"ensemble": 3, "interactions": 1, "lr": 5e-4}
+    html = _page(binary_results, tmp_path)
+    assert (
+        "How the models were built: each neural model averages 3 networks; its output is "
+        "averaged with that of a penalised regression on the same inputs with pairwise "
+        "interactions between modalities (rank 1), fitted alongside."
+    ) in html
+
+
 EVIL = '<script>alert("x")</script>$\\alpha$'
 EVIL_ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;$\\alpha$"
 

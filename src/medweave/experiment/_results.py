@@ -83,6 +83,15 @@ class Outcomes:
         return out
 
 
+def _settings(estimator: dict[str, Any]) -> dict[str, Any]:
+    """The study's estimator settings for ``results.json``; gene sets given inline are
+    summarised by their count (they can hold thousands of gene ids)."""
+    out = dict(estimator)
+    if isinstance(out.get("gene_sets"), dict):
+        out["gene_sets"] = f"{len(out['gene_sets'])} gene sets"
+    return out
+
+
 def pooled(
     out: Outcomes, folds: list[dict[str, np.ndarray]], n: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -335,6 +344,7 @@ def assemble(
             "cohort": Path(study.cohort).name,
             "validation": validation,
             "n_bootstrap": ev.n_bootstrap,
+            "estimator": _settings(study.estimator),
         },
         "task": study.task,
         "cohort": cohort_summary(cohort, out),

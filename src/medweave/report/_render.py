@@ -181,6 +181,7 @@ def _context(results: dict[str, Any]) -> dict[str, Any]:
         "events_word": "events" if task == "survival" else "patients with the outcome",
         "created": _date(results["study"]["created"]),
         "validation": _validation(results["study"]),
+        "neural": _neural(results["study"].get("estimator") or {}),
         "main": main,
         "main_label": _metric_label(main),
         "finding": _finding(results, ranked, by_name, main),
@@ -234,6 +235,20 @@ def _validation(study: dict[str, Any]) -> str:
     else:
         text = f"fixed train/test split (seed {v['seed']})"
     return f"{text}; {fmt_count(study['n_bootstrap'])} bootstrap resamples for intervals"
+
+
+def _neural(settings: dict[str, Any]) -> str:
+    """How the neural models were built, in a sentence (empty: the defaults)."""
+    parts = []
+    if int(settings.get("ensemble") or 1) > 1:
+        parts.append(f"each neural model averages {settings['ensemble']} networks")
+    if settings.get("interactions"):
+        parts.append(
+            "its output is averaged with that of a penalised regression on the same inputs "
+            "with pairwise interactions between modalities (rank "
+            f"{settings['interactions']}), fitted alongside"
+        )
+    return "; ".join(parts)
 
 
 def _describe_model(model: dict[str, Any]) -> str:
