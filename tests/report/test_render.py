@@ -251,9 +251,10 @@ def test_how_the_neural_models_were_built(binary_results: dict[str, Any], tmp_pa
     binary_results["study"]["estimator"] = {"ensemble": 3, "interactions": 1, "lr": 5e-4}
     html = _page(binary_results, tmp_path)
     assert (
-        "How the models were built: each neural model averages 3 networks; its output is "
-        "averaged with that of a penalised regression on the same inputs with pairwise "
-        "interactions between modalities (rank 1), fitted alongside."
+        "How the models were built: each neural model averages 3 networks; their output is "
+        "averaged 1:1 with that of a penalised regression on the same inputs with rank-1 "
+        "pairwise interactions between modalities; a model of images alone is a single "
+        "network."
     ) in html
 
 

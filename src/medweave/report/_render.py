@@ -244,11 +244,13 @@ def _neural(settings: dict[str, Any]) -> str:
         parts.append(f"each neural model averages {settings['ensemble']} networks")
     if settings.get("interactions"):
         parts.append(
-            "its output is averaged with that of a penalised regression on the same inputs "
-            "with pairwise interactions between modalities (rank "
-            f"{settings['interactions']}), fitted alongside"
+            "their output is averaged 1:1 with that of a penalised regression on the same "
+            "inputs with rank-"
+            f"{settings['interactions']} pairwise interactions between modalities"
         )
-    return "; ".join(parts)
+    if not parts:
+        return ""
+    return "; ".join([*parts, "a model of images alone is a single network"])
 
 
 def _describe_model(model: dict[str, Any]) -> str:
