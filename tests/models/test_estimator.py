@@ -28,17 +28,6 @@ FAST = {
 }
 
 
-def _split(cohort: Cohort, *, seed: int = 0) -> tuple[Cohort, Cohort]:
-    rows = np.random.default_rng(seed).permutation(cohort.n)
-    cut = int(0.7 * cohort.n)
-    return cohort.take(np.sort(rows[:cut])), cohort.take(np.sort(rows[cut:]))
-
-
-@pytest.fixture(scope="module")
-def split(built_cohort: Cohort) -> tuple[Cohort, Cohort]:
-    return _split(built_cohort)
-
-
 @pytest.fixture(scope="module")
 def fused(split: tuple[Cohort, Cohort]) -> MultimodalEstimator:
     train, _ = split

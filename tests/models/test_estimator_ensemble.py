@@ -19,17 +19,6 @@ FAST = {"max_epochs": 6, "patience": 3, "omics_top_genes": 300, "lr": 5e-4}
 KEEP = ["age_at_index", "sex_male"]
 
 
-def _split(cohort: Cohort) -> tuple[Cohort, Cohort]:
-    rows = np.random.default_rng(0).permutation(cohort.n)
-    cut = int(0.7 * cohort.n)
-    return cohort.take(np.sort(rows[:cut])), cohort.take(np.sort(rows[cut:]))
-
-
-@pytest.fixture(scope="module")
-def split(built_cohort: Cohort) -> tuple[Cohort, Cohort]:
-    return _split(built_cohort)
-
-
 def test_ensemble_averages_its_members_outputs(
     split: tuple[Cohort, Cohort], tmp_path: Path
 ) -> None:

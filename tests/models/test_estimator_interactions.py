@@ -18,17 +18,6 @@ from ._fresh import assert_reloads_in_fresh_process
 FAST = {"max_epochs": 6, "patience": 3, "omics_top_genes": 300, "lr": 5e-4}
 
 
-def _split(cohort: Cohort) -> tuple[Cohort, Cohort]:
-    rows = np.random.default_rng(0).permutation(cohort.n)
-    cut = int(0.7 * cohort.n)
-    return cohort.take(np.sort(rows[:cut])), cohort.take(np.sort(rows[cut:]))
-
-
-@pytest.fixture(scope="module")
-def split(built_cohort: Cohort) -> tuple[Cohort, Cohort]:
-    return _split(built_cohort)
-
-
 @pytest.mark.parametrize("task", ["binary", "discrete_hazard"])
 def test_the_glm_is_averaged_with_the_networks_and_reloads_exactly(
     split: tuple[Cohort, Cohort], tmp_path: Path, task: str

@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "medweave-bundle/1"
 SURVIVAL_TASKS = ("cox", "discrete_hazard")
-#: Modality kinds without a fixed feature vector: no part in ``interactions``.
+#: Modality kinds without a fixed feature vector: no pair terms in ``interactions`` (an
+#: image takes part through its frozen encoder's embedding, a sequence not at all).
 _NO_VECTOR = ("image", "sequence")
 DEFAULT_ENCODERS = {
     "tabular": "mlp",
@@ -535,7 +536,7 @@ class MultimodalEstimator(BaseEstimator):
         out = {}
         for m in vectors:
             x = inputs[m]
-            if m in self.shared_encoders_ and self.preps_[m].kind == "image":
+            if self.preps_[m].kind == "image":  # a shared, frozen stage-1 encoder
                 x = self.net_.encoders[m].eval()(x)
             out[m] = cast(torch.Tensor, x)
         return out

@@ -195,16 +195,17 @@ def fit_glm(
                 losses.append(float(loss(g(_rows(inputs, va), _rows(masks, va)), target[va])))
         return float(np.mean(losses))
 
-    cv = {f"main={p:g}": cv_loss(p, None) for p in MAIN_PENALTIES}
-    main = min(MAIN_PENALTIES, key=lambda p: cv[f"main={p:g}"])
+    def label(main_penalty: float, pair_penalty: float | None) -> str:
+        return f"main={main_penalty:g}" + (
+            "" if pair_penalty is None else f",pairs={pair_penalty:g}"
+        )
+
+    cv = {label(p, None): cv_loss(p, None) for p in MAIN_PENALTIES}
+    main = min(MAIN_PENALTIES, key=lambda p: cv[label(p, None)])
     pair: float | None = None
     if len(pairs) >= 2:
-        for p in PAIR_PENALTIES:
-            cv[f"main={main:g},pairs={p:g}"] = cv_loss(main, p)
-        pair = min(
-            (None, *PAIR_PENALTIES),
-            key=lambda p: cv[f"main={main:g}" + ("" if p is None else f",pairs={p:g}")],
-        )
+        cv.update({label(main, p): cv_loss(main, p) for p in PAIR_PENALTIES})
+        pair = min((None, *PAIR_PENALTIES), key=lambda p: cv[label(main, p)])
     every = torch.arange(n)
     return fit(every, main, pair), cv
 
