@@ -230,3 +230,26 @@ def test_principal_components_are_fitted_on_training_rows_and_kept_in_bundles(
     np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
     with pytest.raises(InputError, match=r"pca: \['omic'\] not among the cohort's modalities"):
         MultimodalEstimator(modalities=["ehr"], **{**FAST, "pca": {"omic": 4}}).fit(train)
+
+
+def test_iterative_feature_imputation_is_kept_in_bundles(
+    split: tuple[Cohort, Cohort], tmp_path: Path
+) -> None:
+    train, test = split
+    settings = {**FAST, "max_epochs": 5, "pca": None, "feature_imputation": "iterative"}
+    est = MultimodalEstimator(modalities=["ehr"], fusion="concat", **settings).fit(train)
+    prep = est.preps_["ehr"]
+    block = test.modalities["ehr"]
+    gaps = np.isnan(block.x[:, prep.arrays["keep"].astype(bool)])
+    assert gaps.any()  # labs never ordered
+    x = prep.transform(block).numpy()
+    # No indicator columns; every gap filled, and not with one value per feature.
+    assert x.shape[1] == int(prep.arrays["keep"].sum())
+    assert np.isfinite(x).all()
+    column = int(np.argmax(gaps.sum(axis=0)))
+    assert np.unique(np.round(x[gaps[:, column], column], 6)).size > 1
+    est.save(tmp_path / "iterative")
+    again = MultimodalEstimator.load(tmp_path / "iterative")
+    np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
+    with pytest.raises(InputError, match="feature_imputation='mice'; expected 'median' or"):
+        MultimodalEstimator(modalities=["ehr"], feature_imputation="mice", **FAST).fit(train)

@@ -20,6 +20,7 @@ from medweave.cohort import Cohort, ModalityBlock
 from medweave.errors import InputError
 from medweave.models._prep_sequence import fit_sequence, sequence_inputs
 from medweave.preprocess import OmicsTransformer
+from medweave.preprocess.impute import apply_iterative, fit_iterative
 
 __all__ = [
     "ModalityPrep",
@@ -42,11 +43,13 @@ class ModalityPrep:
     """The fitted preprocessing of one modality.
 
     tabular / exposure / embedding: log1p of skewed non-negative features (counts, days),
-    median imputation, missing-value indicators for features that were ever missing in
-    training, z-scoring; omics: log1p, top-variance genes, z-scoring; then, with
-    ``components``, the whitened scores on the training patients' top principal components
-    (a latent state that shows in many correlated features — severity in labs and visits,
-    a gene module — becomes a few inputs instead of hundreds); image:
+    z-scoring, and for missing values either median imputation with missing-value indicators
+    for features that were ever missing in training (``median``) or their conditional
+    expectation given the patient's other features (``iterative``:
+    :mod:`medweave.preprocess.impute`, no indicators); omics: log1p, top-variance genes,
+    z-scoring; then, with ``components``, the whitened scores on the training patients' top
+    principal components (a latent state that shows in many correlated features — severity
+    in labs and visits, a gene module — becomes a few inputs instead of hundreds); image:
     :func:`medweave.sources.imaging.load_image` at ``image_size``; sequence: see
     :mod:`medweave.models._prep_sequence` (a vocabulary, per-code value scaling, the
     ``sequence_max_len`` most recent events).
@@ -72,9 +75,11 @@ class ModalityPrep:
         image_intensity: str | tuple[float, float] = "zscore",
         sequence_max_len: int = 256,
         sequence_min_count: int = 5,
+        imputation: str = "median",
     ) -> ModalityPrep:
         """Fit on the training ``rows`` of ``block`` that have the modality (``keep``:
-        features left out of the ``components``)."""
+        features left out of the ``components``; ``imputation``: ``median`` or
+        ``iterative``, see the class)."""
         if block.kind == "sequence":
             train = rows[block.present[rows]]
             prep = cls(block.name, block.kind, [])
@@ -83,7 +88,13 @@ class ModalityPrep:
                 block, train, max_len=sequence_max_len, min_count=sequence_min_count
             )
             return prep
-        prep = cls._fit(block, rows, omics_top_genes=omics_top_genes, image_size=image_size)
+        prep = cls._fit(
+            block,
+            rows,
+            omics_top_genes=omics_top_genes,
+            image_size=image_size,
+            imputation=imputation,
+        )
         if block.kind == "image":
             prep.config["intensity"] = _intensity_config(image_intensity)
         if components and block.kind != "image":
@@ -144,6 +155,7 @@ class ModalityPrep:
         *,
         omics_top_genes: int,
         image_size: tuple[int, ...],
+        imputation: str = "median",
     ) -> ModalityPrep:
         train = rows[block.present[rows]]
         prep = cls(block.name, block.kind, list(block.feature_names))
@@ -173,6 +185,10 @@ class ModalityPrep:
             "indicator": indicator,
             "log": logged,
         }
+        if imputation == "iterative" and keep.sum() >= 2 and indicator.any():
+            z = (np.where(observed, x, np.nan) - mean) / prep.arrays["scale"]
+            prep.arrays.update(fit_iterative(z[:, keep]))
+            prep.arrays["indicator"] = np.zeros_like(indicator)
         return prep
 
     # --- applying ------------------------------------------------------------------------
@@ -218,10 +234,13 @@ class ModalityPrep:
             observed = ~np.isnan(x)
             if "log" in a:
                 x = np.where(a["log"].astype(bool), np.log1p(np.clip(x, 0, None)), x)
-            filled = np.where(observed, x, a["median"])
-            z = (filled - a["mean"]) / a["scale"]
             keep, ind = a["keep"].astype(bool), a["indicator"].astype(bool)
-            out = np.concatenate([z[:, keep], (~observed[:, ind]).astype(np.float64)], axis=1)
+            if "imp_feature" in a:  # model-based fill (no indicators)
+                z = (np.where(observed, x, np.nan) - a["mean"]) / a["scale"]
+                out = apply_iterative(z[:, keep], a)
+            else:
+                z = (np.where(observed, x, a["median"]) - a["mean"]) / a["scale"]
+                out = np.concatenate([z[:, keep], (~observed[:, ind]).astype(np.float64)], axis=1)
         if "basis" in a:
             out = np.nan_to_num(out)
             rest = a["pc_rest"].astype(int) if "pc_rest" in a else slice(None)
@@ -410,11 +429,15 @@ def fit_preps(
     image_intensity: str | tuple[float, float] = "zscore",
     sequence_max_len: int = 256,
     sequence_min_count: int = 5,
+    imputation: str = "median",
 ) -> dict[str, ModalityPrep]:
     """Fit each modality's preprocessing on the training ``rows`` (``components``: the
     number of principal components kept per modality, where given, ``keep`` the features
     passed through beside them; ``sequence_*``: see
-    :mod:`medweave.models._prep_sequence`)."""
+    :mod:`medweave.models._prep_sequence`; ``imputation``: of missing feature values,
+    ``median`` or ``iterative``, see :class:`ModalityPrep`)."""
+    if imputation not in ("median", "iterative"):
+        raise InputError(f"feature_imputation={imputation!r}; expected 'median' or 'iterative'")
     out = {}
     for m in modalities:
         if m not in cohort.modalities:
@@ -431,6 +454,7 @@ def fit_preps(
             image_intensity=image_intensity,
             sequence_max_len=sequence_max_len,
             sequence_min_count=sequence_min_count,
+            imputation=imputation,
         )
     return out
 

@@ -248,6 +248,14 @@ class MultimodalEstimator(BaseEstimator):
         them — demographics such as ``age_at_index`` and ``sex_male``, whose effect would
         otherwise be spread thin over every component: feature names (for every modality
         with ``pca`` that has them) or modality -> feature names.
+    feature_imputation
+        Missing values of tabular and exposure features (a lab never ordered): ``median``
+        fills the training median and adds a missing-value indicator per feature;
+        ``iterative`` fills each with its conditional expectation given the patient's
+        other features (chained Bayesian ridge regressions fitted on the training
+        patients, :mod:`medweave.preprocess.impute`), so a latent state that shows in
+        several features — severity in white cells and CRP — reads the same whichever of
+        them was measured. Applied before ``pca``.
     max_epochs, min_epochs, patience
         Training stops after ``patience`` epochs without a lower validation loss, but not
         before ``min_epochs`` (a network whose loss stays flat at first — a CNN on weak
@@ -325,6 +333,7 @@ class MultimodalEstimator(BaseEstimator):
         gene_sets: dict[str, list[str]] | str | os.PathLike[str] | None = None,
         pca: int | dict[str, int] | None = None,
         pca_keep: list[str] | dict[str, list[str]] | None = None,
+        feature_imputation: str = "median",
         image_size: tuple[int, ...] = (64, 64),
         image_intensity: str | tuple[float, float] = "zscore",
         sequence_max_len: int = 256,
@@ -364,6 +373,7 @@ class MultimodalEstimator(BaseEstimator):
         self.gene_sets = gene_sets
         self.pca = pca
         self.pca_keep = pca_keep
+        self.feature_imputation = feature_imputation
         self.image_size = image_size
         self.image_intensity = image_intensity
         self.sequence_max_len = sequence_max_len
@@ -457,6 +467,7 @@ class MultimodalEstimator(BaseEstimator):
             keep=self._pca_keep(cohort, components),
             sequence_max_len=self.sequence_max_len,
             sequence_min_count=self.sequence_min_count,
+            imputation=self.feature_imputation,
         )
         batch = prepare(cohort, self.preps_)
         self.task_ = task
