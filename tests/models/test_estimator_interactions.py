@@ -99,3 +99,25 @@ def test_bad_interactions_are_one_line_errors(
     est = MultimodalEstimator(modalities=["ehr", "omics"], **FAST, **params)  # type: ignore[arg-type]
     with pytest.raises(InputError, match=message):
         est.fit(train, y)
+
+
+def test_the_glm_is_fitted_once_per_fold_with_a_store(
+    split: tuple[Cohort, Cohort], tmp_path: Path
+) -> None:
+    train, test = split
+    store = tmp_path / "store"
+    params = {"modalities": ["ehr", "omics", "environment"], "interactions": 1, **FAST}
+    first = MultimodalEstimator(fusion="concat", encoder_store=str(store), **params).fit(train)
+    assert len(list(store.glob("*.safetensors"))) == 1
+    other = MultimodalEstimator(fusion="late", encoder_store=str(store), **params).fit(train)
+    assert len(list(store.glob("*.safetensors"))) == 1  # the same GLM, not fitted again
+    assert first.glm_ is not None and other.glm_ is not None
+    assert other.glm_.get_config() == first.glm_.get_config()
+    assert other.glm_cv_ == first.glm_cv_
+    # Exactly the GLM a fit without the store gives.
+    alone = MultimodalEstimator(fusion="late", **params).fit(train)
+    for part in ("glm", "model"):
+        np.testing.assert_array_equal(
+            other.predict_output(test, part=part)["proba"],
+            alone.predict_output(test, part=part)["proba"],
+        )

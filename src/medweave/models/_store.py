@@ -1,8 +1,11 @@
-"""Stage-1 encoders on disk, shared by the estimators of a grid (``encoder_store``).
+"""Stage-1 encoders and interaction GLMs on disk, shared by the estimators of a grid
+(``encoder_store``).
 
 A stage-1 encoder is fully determined by its modality, encoder configuration, fitted
 preprocessing, training and validation rows, target, seed and training settings; the key
-hashes all of them, so loading one gives exactly the weights training would.
+hashes all of them, so loading one gives exactly the weights training would. The GLM of
+``interactions`` is determined by its inputs (prepared features, frozen image embeddings),
+masks, target, task and search settings — the same for every fusion strategy of a fold.
 """
 
 from __future__ import annotations
@@ -94,15 +97,25 @@ class EncoderStore:
         return load_file(str(path)) if path.is_file() else None
 
     def epochs(self, key: str) -> int:
+        return int(self.metadata(key).get("epochs", 0))
+
+    def metadata(self, key: str) -> dict[str, str]:
         from safetensors import safe_open
 
         with safe_open(str(self._path(key)), framework="pt") as f:
-            return int((f.metadata() or {}).get("epochs", 0))
+            return dict(f.metadata() or {})
 
-    def put(self, key: str, state: dict[str, torch.Tensor], *, epochs: int) -> None:
+    def put(
+        self,
+        key: str,
+        state: dict[str, torch.Tensor],
+        *,
+        epochs: int = 0,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         from safetensors.torch import save_file
 
         self.root.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         with atomic_file(self._path(key)) as tmp:
-            save_file(tensors, str(tmp), metadata={"epochs": str(epochs)})
+            save_file(tensors, str(tmp), metadata={"epochs": str(epochs), **(metadata or {})})

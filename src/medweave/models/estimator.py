@@ -43,11 +43,11 @@ from medweave.models._prep import (
     take_rows,
     trim_padding,
 )
-from medweave.models._store import EncoderStore, store_key
+from medweave.models._store import EncoderStore, digest, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
 from medweave.models.fusion import Fusion, build_fusion
 from medweave.models.fusion.imputation import LearnedImputer, ModalityDropout
-from medweave.models.interactions import CrossModalGLM, fit_glm
+from medweave.models.interactions import MAIN_PENALTIES, PAIR_PENALTIES, CrossModalGLM, fit_glm
 from medweave.models.survival import as_survival
 from medweave.models.tasks import TASKS, Task
 
@@ -296,7 +296,9 @@ class MultimodalEstimator(BaseEstimator):
         A folder where stage-1 encoders are kept (safetensors), keyed by everything that
         determines them (modality, encoder, preprocessing, training rows, target, seed and
         training settings). Estimators of a grid that share a fold and a modality train
-        that encoder once; the result is identical to training it again.
+        that encoder once; the result is identical to training it again. The GLM of
+        ``interactions`` is kept there too, keyed by its inputs, target and settings: the
+        fusion strategies of a fold share it.
     accelerator, devices, strategy
         Passed to Lightning's Trainer (e.g. ``strategy="ddp"`` over several GPUs or nodes).
     """
@@ -505,19 +507,45 @@ class MultimodalEstimator(BaseEstimator):
         vectors = self._glm_modalities()
         if not vectors:
             return None
-        inputs = [self._glm_inputs(x, vectors) for x, _ in _chunks(batch, len(target))]
+        chunks = [self._glm_inputs(x, vectors) for x, _ in _chunks(batch, len(target))]
+        inputs = {m: torch.cat([x[m] for x in chunks]) for m in vectors}
+        masks = {m: batch.masks[m] for m in vectors}
         pairs = [m for m in vectors if self.preps_[m].kind not in _NO_VECTOR]
-        g, self.glm_cv_ = fit_glm(
-            self.task_.loss,
-            {m: torch.cat([x[m] for x in inputs]) for m in vectors},
-            {m: batch.masks[m] for m in vectors},
+        rank = int(self.interactions)
+        # Every fusion strategy of a fold has the same GLM: with a store, it is fitted once.
+        store = EncoderStore(self.encoder_store) if self.encoder_store else None
+        key = digest(
+            "glm/1",
+            [self.task, self.task_.get_state(), rank, self.seed, pairs, MAIN_PENALTIES],
+            PAIR_PENALTIES,
+            *(inputs[m] for m in vectors),
+            *(masks[m] for m in vectors),
             target,
-            out_dim=self.task_.out_dim,
-            pairs=pairs,
-            rank=int(self.interactions),
-            seed=self.seed,
-            strata=strat,
+            np.zeros(0) if strat is None else np.asarray(strat),
         )
+        if store is not None and (state := store.get(key)) is not None:
+            meta = store.metadata(key)
+            g = CrossModalGLM(**json.loads(meta["config"]))
+            g.load_state_dict(state)
+            g.requires_grad_(requires_grad=False).eval()
+            self.glm_cv_ = json.loads(meta["cv"])
+        else:
+            g, self.glm_cv_ = fit_glm(
+                self.task_.loss,
+                inputs,
+                masks,
+                target,
+                out_dim=self.task_.out_dim,
+                pairs=pairs,
+                rank=rank,
+                seed=self.seed,
+                strata=strat,
+            )
+            if store is not None:
+                config = json.dumps(g.get_config())
+                store.put(
+                    key, g.state_dict(), metadata={"config": config, "cv": json.dumps(self.glm_cv_)}
+                )
         log.info(
             "GLM beside the networks: main effects of %s (penalty %g), pairs among %s (%s); "
             "cross-validated loss %.4f",
