@@ -514,14 +514,14 @@ class MultimodalEstimator(BaseEstimator):
         rank = int(self.interactions)
         # Every fusion strategy of a fold has the same GLM: with a store, it is fitted once.
         store = EncoderStore(self.encoder_store) if self.encoder_store else None
+        # (The folds' strata are the classes, which the encoded target already holds.)
         key = digest(
             "glm/1",
-            [self.task, self.task_.get_state(), rank, self.seed, pairs, MAIN_PENALTIES],
-            PAIR_PENALTIES,
+            [self.task, self.task_.get_state(), rank, self.seed, vectors, pairs],
+            [MAIN_PENALTIES, PAIR_PENALTIES],
             *(inputs[m] for m in vectors),
             *(masks[m] for m in vectors),
             target,
-            np.zeros(0) if strat is None else np.asarray(strat),
         )
         if store is not None and (state := store.get(key)) is not None:
             meta = store.metadata(key)
