@@ -52,5 +52,10 @@ def test_a_column_complete_in_training_is_still_filled_later() -> None:
     z[:, 0] = np.nan_to_num(z[:, 0], nan=0.0)  # never missing in training
     new, _ = _correlated(10, 5, seed=5, missing=0.0)
     new[:3, 0] = np.nan
-    out = apply_iterative(new, fit_iterative(z))
+    arrays = fit_iterative(z)
+    out = apply_iterative(new, arrays)
     assert np.isfinite(out).all()
+    # Filled from each patient's other features, not with the column's training mean.
+    filled = out[:3, 0]
+    assert not np.allclose(filled, arrays["imp_initial"][0])
+    assert np.unique(np.round(filled, 9)).size == 3

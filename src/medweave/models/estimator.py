@@ -513,7 +513,7 @@ class MultimodalEstimator(BaseEstimator):
         pairs = [m for m in vectors if self.preps_[m].kind not in _NO_VECTOR]
         rank = int(self.interactions)
         # Every fusion strategy of a fold has the same GLM: with a store, it is fitted once.
-        store = EncoderStore(self.encoder_store) if self.encoder_store else None
+        store = self._store()
         # (The folds' strata are the classes, which the encoded target already holds.)
         key = digest(
             "glm/1",
@@ -525,9 +525,7 @@ class MultimodalEstimator(BaseEstimator):
         )
         if store is not None and (state := store.get(key)) is not None:
             meta = store.metadata(key)
-            g = CrossModalGLM(**json.loads(meta["config"]))
-            g.load_state_dict(state)
-            g.requires_grad_(requires_grad=False).eval()
+            g = CrossModalGLM.from_state(json.loads(meta["config"]), state)
             self.glm_cv_ = json.loads(meta["cv"])
         else:
             g, self.glm_cv_ = fit_glm(
@@ -556,6 +554,9 @@ class MultimodalEstimator(BaseEstimator):
             min(self.glm_cv_.values()),
         )
         return g
+
+    def _store(self) -> EncoderStore | None:
+        return EncoderStore(self.encoder_store) if self.encoder_store else None
 
     def _glm_modalities(self) -> list[str]:
         """Modalities with a vector input for the GLM: the feature modalities, and the
@@ -702,7 +703,7 @@ class MultimodalEstimator(BaseEstimator):
             )
         single = self._stage1_net(modality)
         sub = PreparedBatch({modality: batch.inputs[modality]}, {modality: batch.masks[modality]})
-        store = EncoderStore(self.encoder_store) if self.encoder_store else None
+        store = self._store()
         key = store_key(self, modality, self.preps_[modality], target, train, val)
         if store is not None and (state := store.get(key)) is not None:
             single.load_state_dict(state)
@@ -1020,11 +1021,8 @@ class MultimodalEstimator(BaseEstimator):
         est.net_ = est.members_[0]
         est.glm_ = None
         if meta.get("glm"):
-            est.glm_ = CrossModalGLM(**meta["glm"])
-            est.glm_.load_state_dict(
-                {k.removeprefix("glm."): v for k, v in tensors.items() if k.startswith("glm.")}
-            )
-            est.glm_.requires_grad_(requires_grad=False).eval()
+            glm = {k.removeprefix("glm."): v for k, v in tensors.items() if k.startswith("glm.")}
+            est.glm_ = CrossModalGLM.from_state(meta["glm"], glm)
         est.encoder_configs_ = meta["encoders"]
         est.fusion_name_ = meta["fusion"]["name"]
         est.fusion_config_ = meta["fusion"]["config"]

@@ -113,6 +113,15 @@ class CrossModalGLM(nn.Module):
             for i, m in enumerate(self.main)
         }
 
+    @classmethod
+    def from_state(cls, config: dict[str, Any], state: dict[str, torch.Tensor]) -> CrossModalGLM:
+        """A fitted GLM rebuilt from :meth:`get_config` and its ``state_dict`` (bundles, the
+        encoder store), frozen and in evaluation mode."""
+        g = cls(**config)
+        g.load_state_dict(state)
+        g.requires_grad_(requires_grad=False)
+        return g.eval()
+
     def get_config(self) -> dict[str, Any]:
         return {
             "main": self.main,
