@@ -205,19 +205,10 @@ def test_pretrained_encoder_is_trained_once_and_shared(
     fused = MultimodalEstimator(modalities=["ehr", "omics"], fusion="late", **common).fit(train)
     assert len(list(store.glob("*.safetensors"))) == 1  # reused, not trained again
     a = single.net_.encoders["ehr"].state_dict()
-    frozen = fused.net_.encoders["ehr"]
-    b = frozen.encoder.state_dict()
+    b = fused.net_.encoders["ehr"].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # ... and stays frozen while the rest of the network trains.
-    assert not any(p.requires_grad for p in frozen.parameters())
-    # Its embedding enters the fusion standardised on the training patients (whatever
-    # scale the single-modality head absorbed), as the prepared features do.
-    x = fused.preps_["ehr"].transform(train.modalities["ehr"])
-    with torch.no_grad():
-        raw, scaled = frozen.encoder.eval()(x), frozen.eval()(x)
-    torch.testing.assert_close(scaled, (raw - frozen.center) / frozen.scale)
-    assert scaled.mean(0).abs().max() < 0.25
-    assert ((scaled.std(0) > 0.8) & (scaled.std(0) < 1.25)).all()
+    assert not any(p.requires_grad for p in fused.net_.encoders["ehr"].parameters())
     # Without the store the same encoder comes out of training again.
     fresh = MultimodalEstimator(modalities=["ehr"], **{**common, "encoder_store": None})
     np.testing.assert_array_equal(fresh.fit(train).predict_proba(test), single.predict_proba(test))

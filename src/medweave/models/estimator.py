@@ -132,40 +132,6 @@ class _Net(nn.Module):
         return self.head(self.embed(inputs, masks))
 
 
-class _Standardised(nn.Module):
-    """A frozen stage-1 encoder whose embedding is centred and scaled per dimension by the
-    training patients' mean and standard deviation.
-
-    A single-modality network's embedding has whatever scale its own head absorbed (image
-    embeddings come out a tenth of the unit scale of the prepared features, and a long way
-    from zero), so the fusion network, trained with weight decay and early stopping, would
-    reach their signal later than the features' — and use it less. Standardised, every
-    modality enters the fusion on the same footing, as each one's features already do.
-    """
-
-    center: torch.Tensor
-    scale: torch.Tensor
-
-    def __init__(self, encoder: nn.Module, dim: int) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.out_dim = int(dim)
-        self.register_buffer("center", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(dim))
-
-    def fit(self, raw: torch.Tensor) -> None:
-        """Set the centre and scale from raw embeddings of (training) patients."""
-        sd = raw.std(dim=0, unbiased=False)
-        self.center.copy_(raw.mean(dim=0))
-        self.scale.copy_(torch.where(sd > 1e-8, sd, torch.ones_like(sd)))
-
-    def rescale(self, raw: torch.Tensor) -> torch.Tensor:
-        return (raw - self.center) / self.scale
-
-    def forward(self, x: ModelInput) -> torch.Tensor:
-        return self.rescale(self.encoder(x))
-
-
 class _Rows(Dataset):
     def __init__(self, batch: PreparedBatch, target: torch.Tensor, rows: np.ndarray) -> None:
         self.batch, self.target, self.rows = batch, target, rows
@@ -519,13 +485,7 @@ class MultimodalEstimator(BaseEstimator):
         else:
             epochs = [self._pretrain(m, batch, target, train, val) for m in staged]
             with torch.no_grad():
-                for m in staged:
-                    raw = _embed(self.net_.encoders[m], batch.inputs[m])
-                    wrapped = _Standardised(self.net_.encoders[m], raw.shape[1])
-                    fit_rows = train[batch.masks[m].numpy()[train]]
-                    wrapped.fit(raw[torch.as_tensor(fit_rows)])
-                    self.net_.encoders[m] = wrapped
-                    emb[m] = wrapped.rescale(raw)
+                emb = {m: _embed(self.net_.encoders[m], batch.inputs[m]) for m in staged}
             stage2 = self._fit_fusion(self.net_, emb, batch, target, train, val)
             self.n_epochs_ = max(epochs) + stage2
         self.members_ = [self.net_]
@@ -1002,11 +962,7 @@ class MultimodalEstimator(BaseEstimator):
             "imputer": getattr(self, "imputer_config_", None),
             "preprocessing": [p.to_json() for p in self.preps_.values()],
             "n_epochs": self.n_epochs_,
-            "ensemble": {
-                "members": len(self.members_),
-                "shared_encoders": self.shared_encoders_,
-                "standardised": True,
-            },
+            "ensemble": {"members": len(self.members_), "shared_encoders": self.shared_encoders_},
             "glm": None if g is None else g.get_config(),
         }
         out = Path(path)
@@ -1044,14 +1000,8 @@ class MultimodalEstimator(BaseEstimator):
         first = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         est.members_ = []
         for i in range(int(ensemble["members"])):
-            encoders: dict[str, Encoder | _Standardised] = dict(
-                _encoders_from_configs(meta["encoders"])
-            )
-            if ensemble.get("standardised"):
-                for m in est.shared_encoders_:
-                    encoders[m] = _Standardised(encoders[m], encoders[m].out_dim)
             net = _assemble(
-                encoders,
+                _encoders_from_configs(meta["encoders"]),
                 est.task_,
                 fusion=meta["fusion"]["name"],
                 fusion_kwargs=meta["fusion"]["config"],
@@ -1091,7 +1041,7 @@ def _encoders_from_configs(configs: dict[str, dict[str, Any]]) -> dict[str, Enco
 
 
 def _assemble(
-    encoders: Mapping[str, Encoder | _Standardised],
+    encoders: dict[str, Encoder],
     task: Task,
     *,
     fusion: str,
@@ -1168,9 +1118,7 @@ def _embed(encoder: nn.Module, x: ModelInput, *, chunk: int = 512) -> torch.Tens
     return torch.cat(parts).detach()
 
 
-def _aux_heads(
-    task: Task, encoders: Mapping[str, Encoder | _Standardised], *, weight: float
-) -> dict[str, nn.Module]:
+def _aux_heads(task: Task, encoders: dict[str, Encoder], *, weight: float) -> dict[str, nn.Module]:
     """One task head per modality (on its embedding) when ``weight`` > 0."""
     if weight <= 0:
         return {}
