@@ -253,3 +253,32 @@ def test_iterative_feature_imputation_is_kept_in_bundles(
     np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
     with pytest.raises(InputError, match="feature_imputation='mice'; expected 'median' or"):
         MultimodalEstimator(modalities=["ehr"], feature_imputation="mice", **FAST).fit(train)
+
+
+def test_a_training_batch_is_gathered_exactly_as_rows_would_be_collated() -> None:
+    from medweave.models._prep import PreparedBatch
+    from medweave.models.estimator import _collate, _Rows
+
+    g = torch.Generator().manual_seed(0)
+    n, length = 12, 6
+    lengths = torch.tensor([1, 3, 2, 6, 0, 4, 2, 1, 5, 3, 2, 1])
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    inputs = {
+        "tab": torch.randn(n, 5, generator=g),
+        "seq": {"codes": torch.randint(1, 9, (n, length), generator=g) * mask, "mask": mask},
+    }
+    masks = {"tab": torch.rand(n, generator=g) > 0.3, "seq": torch.ones(n, dtype=torch.bool)}
+    target = torch.randn(n, 2, generator=g)
+    ds = _Rows(PreparedBatch(inputs, masks), target, np.array([10, 2, 7, 0, 5, 4, 11]))
+    idx = [6, 1, 4, 0]  # rows 11, 2, 5, 10 of the batch: longest sequence 4 of 6
+    one_by_one = _collate([ds[i] for i in idx])
+    gathered = _collate(ds.__getitems__(idx))
+    (xa, ka, ya), (xb, kb, yb) = one_by_one, gathered
+    assert xb.keys() == xa.keys() and kb.keys() == ka.keys()
+    torch.testing.assert_close(xb["tab"], xa["tab"], rtol=0, atol=0)
+    assert xb["seq"]["codes"].shape == (4, 4)
+    for key in ("codes", "mask"):
+        assert torch.equal(xb["seq"][key], xa["seq"][key])
+    for m in masks:
+        assert torch.equal(kb[m], ka[m])
+    assert torch.equal(yb, ya) and yb.shape == (4, 2)

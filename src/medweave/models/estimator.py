@@ -16,6 +16,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -148,6 +149,26 @@ class _Rows(Dataset):
             {m: k[r] for m, k in self.batch.masks.items()},
             self.target[r],
         )
+
+    def __getitems__(self, idx: list[int]) -> _Gathered:
+        """A whole batch at once — torch's fetcher calls this instead of ``__getitem__``
+        per row: the same rows in the same order, one gather per tensor instead of a dict
+        per patient and a collation (a fifth of a small network's training time)."""
+        r = torch.as_tensor(self.rows[np.asarray(idx, dtype=np.int64)])
+        return _Gathered(
+            {m: take_rows(x, r) for m, x in self.batch.inputs.items()},
+            {m: k[r] for m, k in self.batch.masks.items()},
+            self.target[r],
+        )
+
+
+@dataclass
+class _Gathered:
+    """A batch gathered by :meth:`_Rows.__getitems__`, already collated."""
+
+    inputs: dict[str, ModelInput]
+    masks: dict[str, torch.Tensor]
+    target: torch.Tensor
 
 
 class _Lit(L.LightningModule):
@@ -1093,8 +1114,11 @@ def _lightning_quiet(*, verbose: bool) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _collate(rows: list[Any]) -> Any:
-    """torch's default collation, then sequence padding cut to the batch's longest."""
+def _collate(rows: list[Any] | _Gathered) -> Any:
+    """torch's default collation, then sequence padding cut to the batch's longest (a
+    gathered batch is both already)."""
+    if isinstance(rows, _Gathered):
+        return rows.inputs, rows.masks, rows.target
     inputs, masks, target = default_collate(rows)
     return {m: trim_padding(x) for m, x in inputs.items()}, masks, target
 
