@@ -256,8 +256,10 @@ def test_iterative_feature_imputation_is_kept_in_bundles(
 
 
 def test_a_training_batch_is_gathered_exactly_as_rows_would_be_collated() -> None:
-    from medweave.models._prep import PreparedBatch
-    from medweave.models.estimator import _collate, _Rows
+    from torch.utils.data import default_collate
+
+    from medweave.models._prep import PreparedBatch, trim_padding
+    from medweave.models.estimator import _Rows
 
     g = torch.Generator().manual_seed(0)
     n, length = 12, 6
@@ -271,8 +273,10 @@ def test_a_training_batch_is_gathered_exactly_as_rows_would_be_collated() -> Non
     target = torch.randn(n, 2, generator=g)
     ds = _Rows(PreparedBatch(inputs, masks), target, np.array([10, 2, 7, 0, 5, 4, 11]))
     idx = [6, 1, 4, 0]  # rows 11, 2, 5, 10 of the batch: longest sequence 4 of 6
-    one_by_one = _collate([ds[i] for i in idx])
-    gathered = _collate(ds.__getitems__(idx))
+    # The reference: torch's default collation of single rows, padding cut to the longest.
+    x, k, y = default_collate([ds[i] for i in idx])
+    one_by_one = ({m: trim_padding(v) for m, v in x.items()}, k, y)
+    gathered = ds.__getitems__(idx)
     (xa, ka, ya), (xb, kb, yb) = one_by_one, gathered
     assert xb.keys() == xa.keys() and kb.keys() == ka.keys()
     torch.testing.assert_close(xb["tab"], xa["tab"], rtol=0, atol=0)

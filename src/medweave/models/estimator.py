@@ -16,7 +16,6 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +25,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from medweave import __version__
 from medweave._atomic import atomic_dir
@@ -42,7 +41,6 @@ from medweave.models._prep import (
     n_rows,
     prepare,
     take_rows,
-    trim_padding,
 )
 from medweave.models._store import EncoderStore, digest, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
@@ -150,25 +148,19 @@ class _Rows(Dataset):
             self.target[r],
         )
 
-    def __getitems__(self, idx: list[int]) -> _Gathered:
-        """A whole batch at once — torch's fetcher calls this instead of ``__getitem__``
-        per row: the same rows in the same order, one gather per tensor instead of a dict
-        per patient and a collation (a fifth of a small network's training time)."""
+    def __getitems__(
+        self, idx: list[int]
+    ) -> tuple[dict[str, ModelInput], dict[str, torch.Tensor], torch.Tensor]:
+        """A whole batch, already collated — torch's fetcher calls this instead of
+        ``__getitem__`` per row: the same rows in the same order, one gather per tensor
+        instead of a dict per patient and a collation (a fifth of a small network's
+        training time); sequence padding is cut to the batch's longest by ``take_rows``."""
         r = torch.as_tensor(self.rows[np.asarray(idx, dtype=np.int64)])
-        return _Gathered(
+        return (
             {m: take_rows(x, r) for m, x in self.batch.inputs.items()},
             {m: k[r] for m, k in self.batch.masks.items()},
             self.target[r],
         )
-
-
-@dataclass
-class _Gathered:
-    """A batch gathered by :meth:`_Rows.__getitems__`, already collated."""
-
-    inputs: dict[str, ModelInput]
-    masks: dict[str, torch.Tensor]
-    target: torch.Tensor
 
 
 class _Lit(L.LightningModule):
@@ -665,10 +657,10 @@ class MultimodalEstimator(BaseEstimator):
             batch_size=self.batch_size,
             shuffle=True,
             generator=torch.Generator().manual_seed(seed),
-            collate_fn=_collate,
+            collate_fn=_collated,
         )
         val_dl = DataLoader(
-            _Rows(batch, target, val), batch_size=max(len(val), 1), collate_fn=_collate
+            _Rows(batch, target, val), batch_size=max(len(val), 1), collate_fn=_collated
         )
         with tempfile.TemporaryDirectory(prefix="medweave-ckpt-") as ckpt_dir:
             checkpoint = L.pytorch.callbacks.ModelCheckpoint(
@@ -1114,13 +1106,9 @@ def _lightning_quiet(*, verbose: bool) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _collate(rows: list[Any] | _Gathered) -> Any:
-    """torch's default collation, then sequence padding cut to the batch's longest (a
-    gathered batch is both already)."""
-    if isinstance(rows, _Gathered):
-        return rows.inputs, rows.masks, rows.target
-    inputs, masks, target = default_collate(rows)
-    return {m: trim_padding(x) for m, x in inputs.items()}, masks, target
+def _collated(batch: Any) -> Any:
+    """The DataLoaders' ``collate_fn``: :meth:`_Rows.__getitems__` has collated the batch."""
+    return batch
 
 
 def _chunks(
