@@ -256,6 +256,12 @@ def test_how_the_neural_models_were_built(binary_results: dict[str, Any], tmp_pa
         "pairwise interactions between modalities; a model of images alone is a single "
         "network."
     ) in html
+    binary_results["study"]["estimator"] = {"encoder_params": {"imaging": {"augment": True}}}
+    html = _page(binary_results, tmp_path)
+    assert (
+        "How the models were built: the imaging encoder trains on randomly flipped images; "
+        "a model of images alone is a single network."
+    ) in html
 
 
 EVIL = '<script>alert("x")</script>$\\alpha$'

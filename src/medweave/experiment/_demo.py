@@ -27,11 +27,12 @@ DEMO_STUDY: dict[str, Any] = {
     # Tuned on a different seed of the synthetic cohort (benchmarks/bench_models.py): the EHR
     # and expression enter as fold-fitted principal components, images are pretrained with
     # a slower learning rate and at least 30 epochs, which keeps the image encoder from
-    # stopping before it learns on an unlucky seed (benchmarks/bench_seeds.py), on images
-    # flipped at random (the lesion burden it must learn does not depend on the side; its
-    # embedding then explains 77-82% of the true imaging signal instead of 58-79%,
-    # benchmarks/image_signal.py); three networks are averaged, and averaged 1:1 with a
-    # penalised GLM with pairwise cross-modal interactions (medweave.models.interactions).
+    # stopping before it learns on an unlucky seed (benchmarks/bench_seeds.py); three
+    # networks are averaged, and averaged 1:1 with a penalised GLM with pairwise
+    # cross-modal interactions (medweave.models.interactions). The image encoder trains on
+    # images flipped at random (the lesion burden it must learn does not depend on the side):
+    # measured on this draw and two others, its representation explains 77-82% of the true
+    # imaging signal instead of 58-79% (benchmarks/image_signal.py).
     "estimator": {
         "lr": 5e-4,
         "pretrain_lr": 1e-3,

@@ -248,6 +248,11 @@ def _neural(settings: dict[str, Any]) -> str:
             "inputs with rank-"
             f"{settings['interactions']} pairwise interactions between modalities"
         )
+    params = settings.get("encoder_params") or {}
+    flipped = [m for m, p in params.items() if isinstance(p, dict) and p.get("augment")]
+    if flipped:
+        verb = "encoders train" if len(flipped) > 1 else "encoder trains"
+        parts.append(f"the {', '.join(flipped)} {verb} on randomly flipped images")
     if not parts:
         return ""
     return "; ".join([*parts, "a model of images alone is a single network"])
