@@ -141,12 +141,7 @@ class _Rows(Dataset):
     def __getitem__(
         self, i: int
     ) -> tuple[dict[str, ModelInput], dict[str, torch.Tensor], torch.Tensor]:
-        r = int(self.rows[i])
-        return (
-            {m: take_rows(x, r) for m, x in self.batch.inputs.items()},
-            {m: k[r] for m, k in self.batch.masks.items()},
-            self.target[r],
-        )
+        return self._take(int(self.rows[i]))
 
     def __getitems__(
         self, idx: list[int]
@@ -155,7 +150,12 @@ class _Rows(Dataset):
         ``__getitem__`` per row: the same rows in the same order, one gather per tensor
         instead of a dict per patient and a collation (a fifth of a small network's
         training time); sequence padding is cut to the batch's longest by ``take_rows``."""
-        r = torch.as_tensor(self.rows[np.asarray(idx, dtype=np.int64)])
+        return self._take(torch.as_tensor(self.rows[np.asarray(idx, dtype=np.int64)]))
+
+    def _take(
+        self, r: int | torch.Tensor
+    ) -> tuple[dict[str, ModelInput], dict[str, torch.Tensor], torch.Tensor]:
+        """Inputs, masks and targets of batch row(s) ``r``."""
         return (
             {m: take_rows(x, r) for m, x in self.batch.inputs.items()},
             {m: k[r] for m, k in self.batch.masks.items()},
