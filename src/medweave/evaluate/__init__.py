@@ -26,6 +26,7 @@ from medweave.evaluate._metrics import (
     default_horizons,
     pr_points,
     roc_points,
+    survival_curves,
     survival_metrics,
     td_auc_curve,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "resample_weights",
     "roc_points",
     "subgroup_table",
+    "survival_curves",
     "survival_metrics",
     "td_auc_curve",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "default_horizons",
     "pr_points",
     "roc_points",
+    "survival_curves",
     "survival_metrics",
     "td_auc_curve",
 ]
@@ -180,10 +181,15 @@ def breslow_survival(
     ``H0`` is Breslow's baseline cumulative hazard (:func:`breslow_log_baseline`); ``risk``
     are the scores of the patients to predict, on the training scores' scale.
     """
-    log_h0 = breslow_log_baseline(train_time, train_event, train_risk, times)
+    return survival_curves(risk, breslow_log_baseline(train_time, train_event, train_risk, times))
+
+
+def survival_curves(risk: npt.ArrayLike, log_h0: np.ndarray) -> np.ndarray:
+    """``S(t | x) = exp(-exp(risk + log H0(t)))`` of shape ``(len(risk), len(log_h0))``, from
+    a baseline computed once (:func:`breslow_log_baseline`)."""
     r = _finite_1d(risk, name="risk")
     with np.errstate(over="ignore"):
-        return np.asarray(np.exp(-np.exp(r[:, None] + log_h0[None, :])))
+        return np.asarray(np.exp(-np.exp(r[:, None] + np.asarray(log_h0)[None, :])))
 
 
 def default_horizons(time: npt.ArrayLike, event: npt.ArrayLike, *, n: int = 5) -> np.ndarray:

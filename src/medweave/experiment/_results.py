@@ -25,6 +25,7 @@ from medweave.evaluate import (
     pr_points,
     roc_points,
     subgroup_table,
+    survival_curves,
     survival_metrics,
     td_auc_curve,
 )
@@ -115,9 +116,11 @@ def pooled(
         if surv is not None:
             assert out.time is not None and out.event is not None and out.horizons is not None
             tr = f["train"]
-            args = (out.time[tr], out.event[tr], f["train_pred"])
-            surv[f["test"]] = breslow_survival(*args, f["pred"], out.horizons)
-            middle = breslow_log_baseline(*args, out.horizons[len(out.horizons) // 2 :])[0]
+            log_h0 = breslow_log_baseline(
+                out.time[tr], out.event[tr], f["train_pred"], out.horizons
+            )
+            surv[f["test"]] = survival_curves(f["pred"], log_h0)
+            middle = log_h0[len(out.horizons) // 2]
             if np.isfinite(middle):  # -inf only if the fold saw no event before it
                 pred[f["test"]] += middle
     return pred, surv

@@ -235,11 +235,12 @@ class ModalityPrep:
             if "log" in a:
                 x = np.where(a["log"].astype(bool), np.log1p(np.clip(x, 0, None)), x)
             keep, ind = a["keep"].astype(bool), a["indicator"].astype(bool)
-            if "imp_feature" in a:  # model-based fill (no indicators)
-                z = (np.where(observed, x, np.nan) - a["mean"]) / a["scale"]
+            iterative = "imp_feature" in a  # model-based fill (no indicators)
+            fill = np.nan if iterative else a["median"]
+            z = (np.where(observed, x, fill) - a["mean"]) / a["scale"]
+            if iterative:
                 out = apply_iterative(z[:, keep], a)
             else:
-                z = (np.where(observed, x, a["median"]) - a["mean"]) / a["scale"]
                 out = np.concatenate([z[:, keep], (~observed[:, ind]).astype(np.float64)], axis=1)
         if "basis" in a:
             out = np.nan_to_num(out)
