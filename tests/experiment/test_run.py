@@ -1,5 +1,5 @@
 """`medweave run` end to end on a small cohort: results.json against its schema, the
-report, bundles, resuming a killed run, and the same results on Ray."""
+report, bundles, resuming a killed run, and the same results from every executor."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,8 @@ MODELS = {"singles": True, "fusions": ["concat"], "baselines": ["lightgbm"]}
 
 @pytest.fixture(scope="module")
 def finished(study_root: Path) -> RunResult:
-    path = write_study(study_root, "small", modalities=MODALITIES, models=MODELS)
+    # Two jobs side by side in worker processes (the default on a machine with 2 cores).
+    path = write_study(study_root, "small", modalities=MODALITIES, models=MODELS, workers=2)
     return run_study(path, study_root / "run-small", quiet=True)
 
 
@@ -112,13 +114,16 @@ def test_killed_run_resumes_without_redoing_finished_folds(
     assert _estimates(resumed.results) == _estimates(finished.results)
 
 
-def test_ray_executor_gives_the_same_results(finished: RunResult, study_root: Path) -> None:
-    pytest.importorskip("ray")
-    path = write_study(
-        study_root, "small-ray", modalities=MODALITIES, models=MODELS, executor="ray"
-    )
-    on_ray = run_study(path, study_root / "run-ray", quiet=True)
-    a, b = _estimates(on_ray.results), _estimates(finished.results)
+@pytest.mark.parametrize(
+    "executor", [{"workers": 1}, {"executor": "ray"}], ids=["in-process", "ray"]
+)
+def test_every_executor_gives_the_same_results(
+    finished: RunResult, study_root: Path, executor: dict[str, Any]
+) -> None:
+    name = "small-" + "-".join(map(str, executor.values()))
+    path = write_study(study_root, name, modalities=MODALITIES, models=MODELS, **executor)
+    other = run_study(path, study_root / f"run-{name}", quiet=True)
+    a, b = _estimates(other.results), _estimates(finished.results)
     assert a.keys() == b.keys()
     for name in a:
         assert a[name] == pytest.approx(b[name], abs=1e-6), name

@@ -22,7 +22,7 @@ from medweave._atomic import atomic_file
 from medweave.cohort import Cohort
 from medweave.experiment._study import StudyConfig
 
-__all__ = ["FoldJob", "ModelSpec", "plan_models", "run_job"]
+__all__ = ["FoldJob", "ModelSpec", "plan_models", "run_job", "shared_artifacts"]
 
 #: Feature-block kinds LightGBM and Cox PH can use (images need an encoder).
 TABULAR_KINDS = ("tabular", "omics", "exposure")
@@ -67,6 +67,25 @@ def plan_models(
     return out
 
 
+def shared_artifacts(
+    spec: ModelSpec, fold: int, estimator: Mapping[str, Any], kinds: Mapping[str, str]
+) -> tuple[str, ...]:
+    """What a neural model on ``fold`` shares with the fold's other models through the
+    encoder store: its stage-1 (pretrained) encoders, and, with ``interactions``, the GLM of
+    its modalities, which every fusion of the same modalities would otherwise fit again."""
+    if spec.kind in ("lightgbm", "coxph"):
+        return ()
+    from medweave.models.estimator import staged_modalities
+
+    staged = staged_modalities(
+        {m: kinds[m] for m in spec.modalities}, pretrain=estimator.get("pretrain")
+    )
+    out = [f"fold {fold}: {m} encoder" for m in staged]
+    if len(spec.modalities) > 1 and estimator.get("interactions"):
+        out.append(f"fold {fold}: GLM of {'+'.join(spec.modalities)}")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class FoldJob:
     """Fit ``model`` on rows ``train`` of the saved cohort, predict rows ``test``.
@@ -87,6 +106,10 @@ class FoldJob:
     bundle: str | None = None
     threads: int | None = None
     survival_head: str = "cox"
+    #: What the job shares with other jobs of its fold through the encoder store (see
+    #: :func:`shared_artifacts`): the first job that needs one makes it, and executors that
+    #: run jobs side by side start the others once it is there.
+    shares: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -132,10 +155,12 @@ def _predict(est: Any, cohort: Cohort, task: str) -> np.ndarray:
 
 def run_job(job: FoldJob) -> dict[str, Any]:
     """Run one job and write its result; returns a short summary (name, fold, seconds)."""
-    if job.threads:
+    if job.threads:  # beside other jobs: torch, BLAS and OpenMP on this job's share
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(job.threads)
+        threadpool_limits(job.threads)
     cohort = _cohort(job.cohort_path)
     train = cohort.take(job.train)
     est = make_estimator(job)

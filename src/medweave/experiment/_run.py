@@ -26,7 +26,7 @@ from medweave._atomic import atomic_file
 from medweave.cohort import Cohort
 from medweave.errors import InputError
 from medweave.experiment._executors import execute
-from medweave.experiment._jobs import FoldJob, load_job_result, plan_models
+from medweave.experiment._jobs import FoldJob, load_job_result, plan_models, shared_artifacts
 from medweave.experiment._results import MAIN_METRIC, Outcomes, assemble, ceilings
 from medweave.experiment._stratify import stratification
 from medweave.experiment._study import StudyConfig, load_study
@@ -284,8 +284,15 @@ def _run(
 
     jobs: list[FoldJob] = []
     store = str(out / "cache" / "encoders")
-    for k, (train, test) in enumerate(folds):
+    all_rows = np.arange(cohort.n)
+    # Every model on each fold, then on all patients (fold -1: the bundle the run keeps).
+    parts = [
+        *((k, train, test) for k, (train, test) in enumerate(folds)),
+        (-1, all_rows, all_rows[:0]),
+    ]
+    for k, train, test in parts:
         for spec in specs:
+            name = _safe(spec.name)
             jobs.append(
                 FoldJob(
                     model=spec,
@@ -298,32 +305,26 @@ def _run(
                     estimator=dict(estimator),
                     seed=study.seed,
                     encoder_store=store,
-                    out=str(out / "folds" / _safe(spec.name) / f"fold-{k}.npz"),
+                    out=str(
+                        out / "models" / f"{name}.done.npz"
+                        if k < 0
+                        else out / "folds" / name / f"fold-{k}.npz"
+                    ),
+                    bundle=str(out / "models" / name) if k < 0 else None,
+                    shares=shared_artifacts(spec, k, estimator, kinds),
                 )
             )
-    all_rows = np.arange(cohort.n)
-    for spec in specs:
-        jobs.append(
-            FoldJob(
-                model=spec,
-                fold=-1,
-                cohort_path=str(cohort_dir),
-                train=all_rows,
-                test=all_rows[:0],
-                task=study.task,
-                survival_head=study.survival_head,
-                estimator=dict(estimator),
-                seed=study.seed,
-                encoder_store=store,
-                out=str(out / "models" / f"{_safe(spec.name)}.done.npz"),
-                bundle=str(out / "models" / _safe(spec.name)),
-            )
-        )
     pending = [j for j in jobs if not Path(j.out).is_file()]
     if resume:
         log.info("resume: %d of %d jobs already done", len(jobs) - len(pending), len(jobs))
     t0 = time.perf_counter()
-    execute(pending, executor=study.executor, address=study.ray_address, quiet=quiet)
+    execute(
+        pending,
+        executor=study.executor,
+        address=study.ray_address,
+        workers=study.workers,
+        quiet=quiet,
+    )
     steps["training"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

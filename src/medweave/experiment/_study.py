@@ -18,6 +18,8 @@ YAML keys are constructor arguments; errors name the file and the key::
     evaluation: {n_bootstrap: 1000, subgroups: [sex, age_band]}
     stratification: {k: null, risk_groups: 3}
     executor: local              # or ray (ray_address: auto | host:port)
+    workers: null                # local: jobs side by side, each in its own process on
+                                 # cores/workers cores (null: one per core, at most 8)
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ class StudyConfig(_Strict):
     stratification: Stratification = Field(default_factory=Stratification)
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
+    #: ``executor: local``: jobs run side by side in this many processes (None: one per
+    #: core, at most 8; 1: one after the other in this process, on every core).
+    workers: int | None = Field(default=None, ge=1, le=256)
     seed: int = 0
 
     @model_validator(mode="after")

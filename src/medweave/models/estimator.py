@@ -46,11 +46,17 @@ from medweave.models._store import EncoderStore, digest, store_key
 from medweave.models.encoders import Encoder, InputSpec, build_encoder
 from medweave.models.fusion import Fusion, build_fusion
 from medweave.models.fusion.imputation import LearnedImputer, ModalityDropout
-from medweave.models.interactions import MAIN_PENALTIES, PAIR_PENALTIES, CrossModalGLM, fit_glm
+from medweave.models.interactions import FOLDS as GLM_FOLDS
+from medweave.models.interactions import (
+    MAIN_PENALTIES,
+    PAIR_PENALTIES,
+    CrossModalGLM,
+    fit_glm,
+)
 from medweave.models.survival import as_survival
 from medweave.models.tasks import TASKS, Task
 
-__all__ = ["BUNDLE_FORMAT", "MultimodalEstimator"]
+__all__ = ["BUNDLE_FORMAT", "MultimodalEstimator", "staged_modalities"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +135,19 @@ class _Net(nn.Module):
         self, inputs: dict[str, ModelInput], masks: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         return self.head(self.embed(inputs, masks))
+
+
+def staged_modalities(
+    kinds: Mapping[str, str], *, pretrain: bool | list[str] | None = None
+) -> list[str]:
+    """Which of a model's modalities (name -> block kind) ``pretrain`` trains alone first:
+    the image modalities by default (None), all (True), none (False), or those named. A
+    grid's estimators of one fold share these stage-1 encoders through the store."""
+    if pretrain is None:
+        return [m for m, kind in kinds.items() if kind == "image"]
+    if isinstance(pretrain, bool):
+        return list(kinds) if pretrain else []
+    return [m for m in kinds if m in pretrain]
 
 
 class _Rows(Dataset):
@@ -531,7 +550,7 @@ class MultimodalEstimator(BaseEstimator):
         key = digest(
             "glm/1",
             [self.task, self.task_.get_state(), rank, self.seed, vectors, pairs],
-            [MAIN_PENALTIES, PAIR_PENALTIES],
+            [MAIN_PENALTIES, PAIR_PENALTIES, GLM_FOLDS],
             *(inputs[m] for m in vectors),
             *(masks[m] for m in vectors),
             target,
@@ -788,14 +807,15 @@ class MultimodalEstimator(BaseEstimator):
 
     def _pretrained_modalities(self, modalities: list[str], available: list[str]) -> list[str]:
         """The modalities whose encoders are trained alone first (see ``pretrain``)."""
-        if self.pretrain is None:
-            return [m for m in modalities if self.preps_[m].kind == "image"]
-        if isinstance(self.pretrain, bool):
-            return list(modalities) if self.pretrain else []
-        unknown = sorted(set(self.pretrain) - set(available))
-        if unknown:  # names of other modalities are fine: a study's models share the list
-            raise InputError(f"pretrain: {unknown} not among the cohort's modalities {available}")
-        return [m for m in modalities if m in self.pretrain]
+        if isinstance(self.pretrain, list):
+            unknown = sorted(set(self.pretrain) - set(available))
+            if unknown:  # names of other modalities are fine: a study's models share the list
+                raise InputError(
+                    f"pretrain: {unknown} not among the cohort's modalities {available}"
+                )
+        return staged_modalities(
+            {m: self.preps_[m].kind for m in modalities}, pretrain=self.pretrain
+        )
 
     def _fit_fusion(
         self,

@@ -47,7 +47,7 @@ import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
-__all__ = ["MAIN_PENALTIES", "PAIR_PENALTIES", "CrossModalGLM", "fit_glm"]
+__all__ = ["FOLDS", "MAIN_PENALTIES", "PAIR_PENALTIES", "CrossModalGLM", "fit_glm"]
 
 #: Candidate penalties (per patient: the term is ``penalty / n · Σ‖w‖²``).
 MAIN_PENALTIES = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
