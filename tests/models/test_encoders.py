@@ -63,6 +63,11 @@ def test_every_registered_encoder_conforms(name: str) -> None:
         ("image_cnn", InputSpec("image", (1, 32, 32)), {"channels": [8], "norm": "none"}),
         ("image_cnn", InputSpec("image", (1, 32, 32)), {"arch": "resnet10", "norm": "none"}),
         ("image_cnn", InputSpec("image", (1, 16, 16, 16)), {"channels": [4], "augment": True}),
+        (
+            "image_cnn",
+            InputSpec("image", (1, 16, 16)),
+            {"channels": [4], "augment": "dihedral", "tta": True},
+        ),
         ("gru", KIND_SPECS["sequence"], {"num_layers": 2, "bidirectional": True}),
         ("gru", KIND_SPECS["sequence"], {"value_transform": "none", "hidden_size": 8}),
         ("transformer", KIND_SPECS["sequence"], {"d_model": 8, "n_heads": 2, "ff_dim": 16}),
@@ -318,6 +323,48 @@ def test_image_augmentation_flips_in_training_only() -> None:
     # each axis flipped with probability 1/2: about 3 in 4 images change
     assert 30 < int(flipped_rows.sum()) < 64
     assert aug.get_config()["augment"] is True
+
+
+@pytest.mark.parametrize(("augment", "views"), [("flips", 4), ("dihedral", 8)])
+def test_test_time_augmentation_averages_over_every_transform(augment: str, views: int) -> None:
+    """With tta the embedding is the same for an image turned or mirrored by any of the
+    transforms training draws from — and only then: without it, it is not."""
+    spec = InputSpec("image", (1, 16, 16))
+    torch.manual_seed(0)
+    enc = build_encoder("image_cnn", spec, out_dim=4, channels=[4], augment=augment, tta=True)
+    torch.manual_seed(0)
+    plain = build_encoder("image_cnn", spec, out_dim=4, channels=[4], augment=augment)
+    x = torch.randn(5, 1, 16, 16)
+    turned = [x.flip(2), x.flip(3), x.flip(2).flip(3)]
+    if augment == "dihedral":
+        turned += [x.transpose(2, 3), torch.rot90(x, 1, (2, 3)), torch.rot90(x, 3, (2, 3))]
+    else:
+        assert not torch.allclose(enc.eval()(x.transpose(2, 3)), enc(x), atol=1e-4)
+    with torch.no_grad():
+        enc.eval()
+        plain.eval()
+        y = enc(x)
+        for t in turned:
+            torch.testing.assert_close(enc(t), y, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(plain(x.flip(3)), plain(x), atol=1e-4)
+        # the mean of the plain network over the transforms, computed one by one
+        mean = torch.stack([plain(v) for v in _views(x, augment)]).mean(0)
+        torch.testing.assert_close(y, mean, atol=1e-5, rtol=1e-5)
+    assert len(_views(x, augment)) == views
+
+
+def _views(x: torch.Tensor, augment: str) -> list[torch.Tensor]:
+    flips = [x, x.flip(2), x.flip(3), x.flip(2).flip(3)]
+    return flips + ([v.transpose(2, 3) for v in flips] if augment == "dihedral" else [])
+
+
+def test_image_augmentation_errors_name_the_fix() -> None:
+    with pytest.raises(InputError, match="'dihedral' swaps the last two image axes"):
+        build_encoder("image_cnn", InputSpec("image", (1, 16, 24)), augment="dihedral")
+    with pytest.raises(InputError, match="tta averages over the transforms of augment"):
+        build_encoder("image_cnn", InputSpec("image", (1, 16, 16)), tta=True)
+    with pytest.raises(InputError, match="augment='rotate'; expected one of"):
+        build_encoder("image_cnn", InputSpec("image", (1, 16, 16)), augment="rotate")
 
 
 def test_frozen_image_encoder_stays_fixed() -> None:

@@ -262,6 +262,14 @@ def test_how_the_neural_models_were_built(binary_results: dict[str, Any], tmp_pa
         "How the models were built: the imaging encoder trains on randomly flipped images; "
         "a model of images alone is a single network."
     ) in html
+    binary_results["study"]["estimator"] = {
+        "encoder_params": {"imaging": {"augment": "dihedral", "tta": True}}
+    }
+    html = _page(binary_results, tmp_path)
+    assert (
+        "the imaging encoder trains on images randomly flipped and rotated by multiples of "
+        "90°, and embeds each image as the mean over those transforms;"
+    ) in html
 
 
 EVIL = '<script>alert("x")</script>$\\alpha$'

@@ -249,10 +249,18 @@ def _neural(settings: dict[str, Any]) -> str:
             f"{settings['interactions']} pairwise interactions between modalities"
         )
     params = settings.get("encoder_params") or {}
-    flipped = [m for m, p in params.items() if isinstance(p, dict) and p.get("augment")]
-    if flipped:
-        verb = "encoders train" if len(flipped) > 1 else "encoder trains"
-        parts.append(f"the {', '.join(flipped)} {verb} on randomly flipped images")
+    for m, p in params.items():
+        augment = p.get("augment") if isinstance(p, dict) else None
+        if augment:
+            images = (
+                "images randomly flipped and rotated by multiples of 90°"
+                if augment == "dihedral"
+                else "randomly flipped images"
+            )
+            tta = (
+                ", and embeds each image as the mean over those transforms" if p.get("tta") else ""
+            )
+            parts.append(f"the {m} encoder trains on {images}{tta}")
     if not parts:
         return ""
     return "; ".join([*parts, "a model of images alone is a single network"])

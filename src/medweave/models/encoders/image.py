@@ -48,6 +48,7 @@ __all__ = [
 #: the networks ``image_cnn`` can build
 ARCHS: tuple[str, ...] = ("small", "resnet10", "resnet18", "densenet121")
 _NORMS = ("group", "batch", "instance", "none")
+_AUGMENTS = ("flips", "dihedral")
 _GROUPS = 8
 _DENSENET_MIN_SIZE = 32  # five halvings before the last transition's pooling
 
@@ -89,8 +90,13 @@ class ImageCNNEncoder(Encoder):
 
     ``channels`` are the widths of the ``small`` network's stages (ignored by the other
     architectures), ``norm`` ``group``/``batch``/``instance``, ``freeze`` fixes all weights,
-    ``augment`` flips each training image along each spatial axis with probability 1/2
-    (never at inference, nor when frozen).
+    ``augment`` transforms each training image at random (never at inference, nor when
+    frozen): ``"flips"`` (or True) flips it along each spatial axis with probability 1/2,
+    ``"dihedral"`` also swaps its last two axes with probability 1/2 (with the flips, every
+    rotation by a multiple of 90° and every reflection of a square image or slice) — for a
+    target that does not depend on orientation, as lesion burden or a tissue's texture.
+    ``tta`` (test-time augmentation) makes the output the mean over every such transform of
+    the image, so the embedding does not depend on the orientation either.
     """
 
     input_kinds: ClassVar[tuple[str, ...]] = ("image",)
@@ -104,11 +110,19 @@ class ImageCNNEncoder(Encoder):
         channels: Sequence[int] = (8, 16, 32),
         norm: str = "group",
         freeze: bool = False,
-        augment: bool = False,
+        augment: bool | str = False,
+        tta: bool = False,
     ) -> None:
         Encoder.__init__(self, spec, out_dim=check_positive(out_dim, key="out_dim"))
         check_kind("image_cnn", spec, ("image",))
-        self.augment = bool(augment)
+        self.augment = augment
+        self._transforms = _augment(augment=augment, shape=spec.shape)
+        self.tta = bool(tta)
+        if self.tta and self._transforms is None:
+            raise InputError(
+                "encoder 'image_cnn': tta averages over the transforms of augment; "
+                "set augment to 'flips' or 'dihedral'"
+            )
         if len(spec.shape) not in (3, 4):
             raise InputError(
                 "encoder 'image_cnn': image input shape must be (channels, height, width) or "
@@ -196,6 +210,7 @@ class ImageCNNEncoder(Encoder):
             "norm": self.norm,
             "freeze": self.freeze,
             "augment": self.augment,
+            "tta": self.tta,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,20 +219,58 @@ class ImageCNNEncoder(Encoder):
                 f"encoder 'image_cnn': expected images (n, {self.in_channels}, "
                 f"{self.spatial_dims} spatial axes), got {tuple(x.shape)}"
             )
-        if self.training and self.augment:
-            x = _random_flips(x, self.spatial_dims)
-        out: torch.Tensor = self.net(x)
+        dihedral = self._transforms == "dihedral"
+        if self._transforms is not None and self.training and not self.freeze:
+            x = _random_transform(x, self.spatial_dims, transpose=dihedral)
+        elif self.tta:
+            views = _all_transforms(x, self.spatial_dims, transpose=dihedral)
+            out: torch.Tensor = self.net(torch.cat(views))
+            return out.reshape(len(views), len(x), -1).mean(0)
+        out = self.net(x)
         return out
 
 
-def _random_flips(x: torch.Tensor, spatial_dims: int) -> torch.Tensor:
-    """Each image flipped along each spatial axis with probability 1/2 (torch's RNG, so
-    seeded training stays deterministic)."""
+def _augment(*, augment: bool | str, shape: Sequence[int]) -> str | None:
+    """The transforms ``augment`` names: None, ``"flips"`` or ``"dihedral"`` (checked
+    against the input's shape)."""
+    if augment is False:
+        return None
+    name = "flips" if augment is True else augment
+    if name not in _AUGMENTS:
+        raise InputError(
+            f"encoder 'image_cnn': augment={augment!r}; expected one of {_AUGMENTS} or a bool"
+        )
+    if name == "dihedral" and shape[-1] != shape[-2]:
+        raise InputError(
+            f"encoder 'image_cnn': augment 'dihedral' swaps the last two image axes, which "
+            f"need the same size; the input is {tuple(shape[1:])} (use 'flips', or square "
+            "images: image_size)"
+        )
+    return name
+
+
+def _random_transform(x: torch.Tensor, spatial_dims: int, *, transpose: bool) -> torch.Tensor:
+    """Each image flipped along each spatial axis with probability 1/2 and, with
+    ``transpose``, its last two axes swapped with probability 1/2 (torch's RNG, so seeded
+    training stays deterministic)."""
+    shape = (-1,) + (1,) * (x.dim() - 1)
     for axis in range(2, 2 + spatial_dims):
         flip = torch.rand(x.shape[0], device=x.device) < 0.5
-        shape = (-1,) + (1,) * (x.dim() - 1)
         x = torch.where(flip.view(shape), x.flip(axis), x)
+    if transpose:
+        swap = torch.rand(x.shape[0], device=x.device) < 0.5
+        x = torch.where(swap.view(shape), x.transpose(-1, -2), x)
     return x
+
+
+def _all_transforms(x: torch.Tensor, spatial_dims: int, *, transpose: bool) -> list[torch.Tensor]:
+    """``x`` under every transform :func:`_random_transform` can draw."""
+    views = [x]
+    for axis in range(2, 2 + spatial_dims):
+        views += [v.flip(axis) for v in views]
+    if transpose:
+        views += [v.transpose(-1, -2) for v in views]
+    return views
 
 
 # --- embedding cache -----------------------------------------------------------------------
