@@ -35,9 +35,11 @@ def test_the_glm_is_averaged_with_the_networks_and_reloads_exactly(
     assert g.pair_modalities == ["ehr", "omics", "environment"]
     assert all(k.startswith("main=") for k in est.glm_cv_)
     batch = prepare(test, est.preps_)
-    with torch.no_grad():
-        nets = est._member_outputs(batch.inputs, batch.masks).numpy()
-        glm = g(est._glm_inputs(batch.inputs, list(g.main)), batch.masks).numpy()
+    with torch.no_grad():  # each network on its own, the image encoded again for the GLM
+        nets = torch.stack([net.eval()(batch.inputs, batch.masks) for net in est.members_])
+        nets = nets.mean(dim=0).numpy()
+        image = est.net_.encoders["imaging"].eval()(batch.inputs["imaging"])
+        glm = g({**batch.inputs, "imaging": image}, batch.masks).numpy()
     np.testing.assert_allclose(est._outputs(test), (nets + glm) / 2, rtol=1e-5, atol=1e-6)
     # Each family can be read alone.
     key = "proba" if task == "binary" else "risk"

@@ -105,8 +105,13 @@ class _Net(nn.Module):
         self.aux_heads = nn.ModuleDict(aux_heads or {})
         self.imputer = imputer
 
-    def encode(self, inputs: dict[str, ModelInput]) -> dict[str, torch.Tensor]:
-        return {m: enc(inputs[m]) for m, enc in self.encoders.items()}
+    def encode(
+        self, inputs: dict[str, ModelInput], known: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Every modality's embedding; those in ``known`` (computed once for several
+        networks that share the encoder) are taken as they are."""
+        known = known or {}
+        return {m: known[m] if m in known else enc(inputs[m]) for m, enc in self.encoders.items()}
 
     def fuse(self, emb: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.fuse_and_impute(emb, masks)[0]
@@ -128,13 +133,21 @@ class _Net(nn.Module):
         }
         return self.fusion(*imputation.flagged()), imputation.loss
 
-    def embed(self, inputs: dict[str, ModelInput], masks: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.fuse(self.encode(inputs), masks)
+    def embed(
+        self,
+        inputs: dict[str, ModelInput],
+        masks: dict[str, torch.Tensor],
+        known: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        return self.fuse(self.encode(inputs, known), masks)
 
     def forward(
-        self, inputs: dict[str, ModelInput], masks: dict[str, torch.Tensor]
+        self,
+        inputs: dict[str, ModelInput],
+        masks: dict[str, torch.Tensor],
+        known: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        return self.head(self.embed(inputs, masks))
+        return self.head(self.embed(inputs, masks, known))
 
 
 def staged_modalities(
@@ -526,21 +539,25 @@ class MultimodalEstimator(BaseEstimator):
                 self.members_.append(self._fit_member(k, batch, emb, target, strat))
         for net in self.members_:
             net.eval()
-        self.glm_ = self._fit_glm(batch, target, strat)
+        self.glm_ = self._fit_glm(batch, emb, target, strat)
         return self
 
     def _fit_glm(
-        self, batch: PreparedBatch, target: torch.Tensor, strat: np.ndarray | None
+        self,
+        batch: PreparedBatch,
+        emb: dict[str, torch.Tensor],
+        target: torch.Tensor,
+        strat: np.ndarray | None,
     ) -> CrossModalGLM | None:
-        """The penalised GLM averaged with the networks (``interactions``)."""
+        """The penalised GLM averaged with the networks (``interactions``), on the prepared
+        features and ``emb``, the frozen stage-1 embeddings."""
         self.glm_cv_: dict[str, float] = {}
         if self.interactions is None:
             return None
         vectors = self._glm_modalities()
         if not vectors:
             return None
-        chunks = [self._glm_inputs(x, vectors) for x, _ in _chunks(batch, len(target))]
-        inputs = {m: torch.cat([x[m] for x in chunks]) for m in vectors}
+        inputs = self._glm_inputs(batch.inputs, vectors, emb)
         masks = {m: batch.masks[m] for m in vectors}
         pairs = [m for m in vectors if self.preps_[m].kind not in _NO_VECTOR]
         rank = int(self.interactions)
@@ -600,18 +617,19 @@ class MultimodalEstimator(BaseEstimator):
             or (self.preps_[m].kind == "image" and m in self.shared_encoders_)
         ]
 
-    @torch.no_grad()
+    @staticmethod
     def _glm_inputs(
-        self, inputs: dict[str, ModelInput], vectors: list[str]
+        inputs: dict[str, ModelInput], vectors: list[str], shared: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """The GLM's vector inputs: prepared features, or a frozen encoder's embedding."""
-        out = {}
-        for m in vectors:
-            x = inputs[m]
-            if self.preps_[m].kind == "image":  # a shared, frozen stage-1 encoder
-                x = self.net_.encoders[m].eval()(x)
-            out[m] = cast(torch.Tensor, x)
-        return out
+        """The GLM's vector inputs: prepared features, or the embeddings of the shared,
+        frozen stage-1 encoders (``shared``, :meth:`_shared_embeddings`)."""
+        return {m: shared[m] if m in shared else cast(torch.Tensor, inputs[m]) for m in vectors}
+
+    @torch.no_grad()
+    def _shared_embeddings(self, inputs: dict[str, ModelInput]) -> dict[str, torch.Tensor]:
+        """The frozen stage-1 encoders' embeddings, computed once for every ensemble member
+        and the GLM (an image encoder is the costliest part of a prediction)."""
+        return {m: _embed(self.net_.encoders[m], inputs[m]) for m in self.shared_encoders_}
 
     def _fit_member(
         self,
@@ -902,22 +920,28 @@ class MultimodalEstimator(BaseEstimator):
         batch = prepare(cohort, self.preps_)
         outs = []
         for inputs, masks in _chunks(batch, cohort.n):
+            known = self._shared_embeddings(inputs)
             if part == "embed":
-                out = torch.cat([net.eval().embed(inputs, masks) for net in self.members_], 1)
+                nets = self.members_
+                out = torch.cat([net.eval().embed(inputs, masks, known) for net in nets], 1)
             elif part == "glm" and g is not None:
-                out = g(self._glm_inputs(inputs, list(g.main)), masks)
+                out = g(self._glm_inputs(inputs, list(g.main), known), masks)
             else:
-                out = self._member_outputs(inputs, masks)
+                out = self._member_outputs(inputs, masks, known)
                 if g is not None and part == "model":  # the two families, 1:1
-                    out = (out + g(self._glm_inputs(inputs, list(g.main)), masks)) / 2
+                    out = (out + g(self._glm_inputs(inputs, list(g.main), known), masks)) / 2
             outs.append(out.cpu().numpy())
         return np.concatenate(outs, axis=0)
 
     def _member_outputs(
-        self, inputs: dict[str, ModelInput], masks: dict[str, torch.Tensor]
+        self,
+        inputs: dict[str, ModelInput],
+        masks: dict[str, torch.Tensor],
+        known: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """The ensemble members' outputs (logits, log-risks) averaged."""
-        return torch.stack([net.eval()(inputs, masks) for net in self.members_]).mean(dim=0)
+        outs = [net.eval()(inputs, masks, known) for net in self.members_]
+        return torch.stack(outs).mean(dim=0)
 
     def predict_output(self, cohort: Cohort, *, part: str = "model") -> dict[str, np.ndarray]:
         """Everything the task predicts (probabilities, labels, risks, survival curves).
