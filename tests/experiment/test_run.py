@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from medweave.cli import main
+from medweave.errors import InputError
 from medweave.experiment import RunResult, run_study
 from medweave.models.baselines import CoxPHBaseline, LightGBMBaseline
 from medweave.models.estimator import MultimodalEstimator
@@ -195,3 +196,16 @@ def test_study_with_an_event_sequence_modality(study_root: Path) -> None:
     assert run.report.is_file()
     est = MultimodalEstimator.load(run.out / "models" / "fusion_late")
     assert est.encoder_configs_["ehr_seq"]["name"] == "gru"
+
+
+def test_bad_input_found_in_a_worker_is_the_same_one_line_error(study_root: Path) -> None:
+    path = write_study(
+        study_root,
+        "small-bad",
+        modalities=MODALITIES,
+        models={"singles": True, "fusions": [], "baselines": []},
+        estimator={"max_epochs": 2, "pretrain": ["imagery"]},
+        workers=2,
+    )
+    with pytest.raises(InputError, match=r"^pretrain: \['imagery'\] not among the cohort's"):
+        run_study(path, study_root / "run-bad", quiet=True)
