@@ -146,8 +146,13 @@ def print_results(results: dict[str, Any], *, quiet: bool) -> None:
     """The comparison table: each model's main metric with its interval, and the ceiling."""
     main = "auroc" if results["task"] == "binary" else "c_harrell"
     diffs = {c["model"]: c for c in results["comparisons"]}
-    table = Table(title=f"{results['study']['name']}: {main}", title_justify="left")
-    for col in ("model", "modalities", main, "95% CI", "vs best single", "p"):
+    table = Table(
+        title=f"{results['study']['name']}: {main}",
+        title_justify="left",
+        caption="vs best: difference from the best single modality; p: paired bootstrap",
+        caption_justify="left",
+    )
+    for col in ("model", "modalities", main, "95% CI", "vs best", "p"):
         left = col in ("model", "modalities")
         table.add_column(
             col,
@@ -163,12 +168,17 @@ def print_results(results: dict[str, Any], *, quiet: bool) -> None:
         results["models"],
         key=lambda m: -(m["metrics"][main]["estimate"] or float("-inf")),
     )
+    every = {mod for m in results["models"] for mod in m["modalities"]}
+
+    def modalities(mods: list[str]) -> str:
+        return f"all {len(mods)}" if len(mods) > 1 and set(mods) == every else ", ".join(mods)
+
     for m in ranked:
         est = m["metrics"][main]
         d = diffs.get(m["name"])
         table.add_row(
             m["name"],
-            " ".join(m["modalities"]),
+            modalities(m["modalities"]),
             fmt(est["estimate"]),
             f"{fmt(est['ci_low'])}–{fmt(est['ci_high'])}",
             f"{d['difference']:+.3f}" if d and d["difference"] is not None else "",

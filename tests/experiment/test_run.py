@@ -209,3 +209,25 @@ def test_bad_input_found_in_a_worker_is_the_same_one_line_error(study_root: Path
     )
     with pytest.raises(InputError, match=r"^pretrain: \['imagery'\] not among the cohort's"):
         run_study(path, study_root / "run-bad", quiet=True)
+
+
+def test_comparison_table_fits_80_columns_and_names_every_model(
+    finished: RunResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rich.console import Console
+
+    from medweave import cli
+
+    original = cli.console
+    cli.console = Console(width=80, force_terminal=False)
+    try:
+        cli.print_results(finished.results, quiet=False)
+    finally:
+        cli.console = original
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if "│" in line}
+    assert {m["name"] for m in finished.results["models"]} <= set(rows)
+    assert "all 3" in rows["fusion:concat"]  # the study's every modality, not a long list
+    assert "ceiling (observed)" in rows
+    assert "vs best: difference from the best single modality" in out
