@@ -272,6 +272,19 @@ def test_how_the_neural_models_were_built(binary_results: dict[str, Any], tmp_pa
     ) in html
 
 
+@pytest.mark.usefixtures("no_plots")
+def test_timing_lists_wall_clock_steps_then_each_model_s_fits(
+    binary_results: dict[str, Any], tmp_path: Path
+) -> None:
+    binary_results["timing"]["steps"]["fit fusion:late"] = 700.0  # a run's per-model sums
+    html = _page(binary_results, tmp_path)
+    part = html[html.index('<section id="timing">') :]
+    steps = part[: part.index('<table class="fits">')]
+    assert "<td>train</td>" in steps and "fit fusion:late" not in steps
+    fits = part[part.index('<table class="fits">') :]
+    assert "<td>fusion:late</td>" in fits
+
+
 EVIL = '<script>alert("x")</script>$\\alpha$'
 EVIL_ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;$\\alpha$"
 

@@ -546,9 +546,11 @@ def _subgroups(
 
 def _timing(timing: dict[str, Any], ranked: list[dict[str, Any]]) -> dict[str, Any]:
     total = timing["total_seconds"]
+    # Each model's fits are in the second table; here only the run's wall-clock steps.
     steps = [
         {"name": k, "seconds": v, "share": v / total if total else None}
         for k, v in timing["steps"].items()
+        if not k.startswith("fit ")
     ]
     fits = [
         {
