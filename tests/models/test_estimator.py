@@ -286,3 +286,12 @@ def test_a_training_batch_is_gathered_exactly_as_rows_would_be_collated() -> Non
     for m in masks:
         assert torch.equal(kb[m], ka[m])
     assert torch.equal(yb, ya) and yb.shape == (4, 2)
+
+
+@pytest.mark.parametrize("names", [["imagery"], ("imagery",)])
+def test_pretrain_names_a_modality_of_the_cohort(
+    split: tuple[Cohort, Cohort], names: list[str] | tuple[str, ...]
+) -> None:
+    train, _ = split
+    with pytest.raises(InputError, match=r"pretrain: \['imagery'\] not among the cohort's"):
+        MultimodalEstimator(modalities=["ehr"], **{**FAST, "pretrain": names}).fit(train)

@@ -825,7 +825,7 @@ class MultimodalEstimator(BaseEstimator):
 
     def _pretrained_modalities(self, modalities: list[str], available: list[str]) -> list[str]:
         """The modalities whose encoders are trained alone first (see ``pretrain``)."""
-        if isinstance(self.pretrain, list):
+        if self.pretrain is not None and not isinstance(self.pretrain, bool):  # names
             unknown = sorted(set(self.pretrain) - set(available))
             if unknown:  # names of other modalities are fine: a study's models share the list
                 raise InputError(
