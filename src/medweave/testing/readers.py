@@ -13,7 +13,10 @@ holds a small valid cohort (:func:`write_index`: six patients, ``P1`` … ``P6``
   reason counted in ``audit.json`` for that source (rows excluded, or patients missing).
   Entries whose problem cannot be skipped (a missing column named in the config, a file
   that cannot be parsed at all) give no ``skip_reason`` and must fail the same way under
-  both settings.
+  both settings;
+* entries marked ``audited=True`` are not errors at all but must never pass silently
+  (ids of patients outside the cohort, a judgement call such as an all-zero sample): both
+  settings exit 0 with ``skip_reason`` counted in the audit.
 
 Entries for a whole config rather than one source (bad YAML) give ``argv`` instead: the
 command line to run, which must end the same way.
@@ -61,6 +64,7 @@ class BrokenInput:
     ``on_error: skip`` (a substring of a key of the source's ``excluded`` rows or
     ``patients_missing``), or None when the input is an error under either setting.
     ``argv(folder)``, for inputs that are not one source: the command line to run instead.
+    ``audited``: not an error under either setting, but counted under ``skip_reason``.
     """
 
     name: str
@@ -69,6 +73,11 @@ class BrokenInput:
     names: tuple[str, ...]
     skip_reason: str | None = None
     argv: Callable[[Path], list[str]] | None = None
+    audited: bool = False
+
+    def __post_init__(self) -> None:
+        if self.audited and self.skip_reason is None:
+            raise ValueError(f"broken input {self.name!r}: audited=True needs a skip_reason")
 
 
 def write_index(folder: Path, *, ids: Iterable[str] = INDEX_IDS) -> Path:
@@ -139,28 +148,39 @@ def check_broken_input(case: BrokenInput, folder: Path) -> str:
         case.write(folder)
         return _expect_error(case, case.argv(folder), "its command line")
     entry = case.write(folder)
-    config = write_cohort_yaml(folder, entry, on_error="raise")
     out = folder / "built"
+    if case.audited:
+        for setting in ("raise", "skip"):
+            _expect_audited(case, folder, entry, setting, out)
+        return ""
+    config = write_cohort_yaml(folder, entry, on_error="raise")
     message = _expect_error(case, ["build", str(config), "--out", str(out)], "on_error: raise")
     if out.exists():
         _fail(case, f"a failed build left {out} behind")
-    config = write_cohort_yaml(folder, entry, on_error="skip")
     if case.skip_reason is None:
+        config = write_cohort_yaml(folder, entry, on_error="skip")
         _expect_error(case, ["build", str(config), "--out", str(out)], "on_error: skip")
         return message
-    code, _, err = run_cli(["build", str(config), "--out", str(out)])
+    _expect_audited(case, folder, entry, "skip", out)
+    return message
+
+
+def _expect_audited(
+    case: BrokenInput, folder: Path, entry: dict[str, Any], setting: str, out: Path
+) -> None:
+    config = write_cohort_yaml(folder, entry, on_error=setting)
+    code, _, err = run_cli(["build", str(config), "--out", str(out), "--overwrite"])
     if code != 0:
-        _fail(case, f"with on_error: skip: exit code {code}, expected 0; stderr: {err.strip()!r}")
+        _fail(case, f"with on_error: {setting}: exit code {code}, expected 0; stderr: {err!r}")
     audit = json.loads((out / "audit.json").read_text())
     src = audit["sources"].get(SOURCE, {})
     reasons = [*src.get("excluded", {}), *src.get("patients_missing", {})]
-    if not any(case.skip_reason in r for r in reasons):
+    if not any(str(case.skip_reason) in r for r in reasons):
         _fail(
             case,
-            f"with on_error: skip: no audit reason containing {case.skip_reason!r} for source "
-            f"{SOURCE!r} (reasons: {reasons})",
+            f"with on_error: {setting}: no audit reason containing {case.skip_reason!r} for "
+            f"source {SOURCE!r} (reasons: {reasons})",
         )
-    return message
 
 
 def check_corpus(
