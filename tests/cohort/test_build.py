@@ -87,7 +87,12 @@ def _index_folder(tmp_path: Path, rows: str) -> Path:
             r"index.csv line 3: index_date 2199-01-01 is in the future",
         ),
         ("a,01/13/2020x,1\n", r"index.csv line 2: index_date '01/13/2020x' is not a date"),
-        ("a,2020-01-01,maybe\n", r"patient 'a': outcome = 'maybe'; expected 0/1"),
+        (
+            "a,2020-01-01,maybe\n",
+            r"index.csv line 2: outcome 'maybe' is not a number; expected 0/1",
+        ),
+        ("a,2020-01-01,2\n", r"index.csv line 2: outcome '2' is out of range; expected 0/1"),
+        ("a,01/03/2020,1\n", r"index.csv line 2: index_date '01/03/2020' is ambiguous"),
     ],
 )
 def test_index_errors_name_file_and_line(tmp_path: Path, rows: str, match: str) -> None:

@@ -8,17 +8,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medweave.cohort._audit import Audit
+from medweave.cohort._audit import Audit, SourceAudit
 from medweave.cohort._cohort import Cohort
 from medweave.config import CohortConfig, IndexRule, OutcomeSpec, load_cohort_config
 from medweave.errors import InputError
 from medweave.sources import ReadContext
 from medweave.sources import get as get_source
+from medweave.sources._checks import Rule, ValueChecks
 from medweave.sources._io import data_row, parse_dates, read_frame, require_columns
 from medweave.sources.ehr_sql import SqlEngine, first_occurrence, outcome_from_events
 from medweave.sources.omop import open_omop
 
-__all__ = ["build", "build_cohort"]
+__all__ = ["OUTCOME_CHECKS", "build", "build_cohort"]
+
+#: The outcome columns of the index (or outcome) table.
+OUTCOME_CHECKS = ValueChecks(
+    "index",
+    [
+        Rule(
+            "time", "days from the index date to the event or censoring, >= 0", min=0, required=True
+        ),
+        Rule("event", "0/1 or true/false", min=0, max=1, integer=True, required=True),
+        Rule("outcome", "0/1 or true/false", min=0, max=1, integer=True, required=True),
+    ],
+)
 
 
 def build(config_path: str | os.PathLike[str]) -> Cohort:
@@ -48,17 +61,12 @@ def build_cohort(config: CohortConfig, *, base_dir: Path) -> Cohort:
         reader, _ = get_source(spec.type)
         block = reader(spec, ctx)
         src = audit.source(spec.name)
-        if src.rows_read > 0 and not block.present.any():
-            example = block.meta.get("example_source_id")
-            hint = f" (the source's ids look like {example!r})" if example else ""
-            raise InputError(
-                f"source {spec.name!r}: none of its patients match the cohort's patient ids "
-                f"(which look like {cohort.ids[0]!r}){hint}; check the id column or id type"
-            )
+        if not block.present.any():
+            raise InputError(_nobody_message(spec.name, block.meta, src, example=cohort.ids[0]))
         cohort.add(block)
         src.patients = int(cohort.modalities[spec.name].present.sum())
         explained = sum(src.patients_missing.values())
-        audit.missing(spec.name, "no data for patient", cohort.n - src.patients - explained)
+        audit.missing(spec.name, "no_data", cohort.n - src.patients - explained)
     reasons = pd.Series(list(audit.excluded_patients.values()), dtype=str)
     audit.flow = {
         # Index rows (or OMOP persons) plus patients seen only in a source.
@@ -69,6 +77,27 @@ def build_cohort(config: CohortConfig, *, base_dir: Path) -> Cohort:
         "modalities_present": {k: int(b.present.sum()) for k, b in cohort.modalities.items()},
     }
     return cohort
+
+
+def _nobody_message(name: str, meta: dict[str, object], src: SourceAudit, *, example: str) -> str:
+    """Why a source gives no cohort patient any data, from what its audit counted."""
+    unknown = src.excluded.get("unknown_patient", 0)
+    if src.rows_read > 0 and unknown == src.rows_read:
+        seen = meta.get("example_source_id")
+        hint = f" (the source's ids look like {seen!r})" if seen else ""
+        return (
+            f"source {name!r}: none of its patients match the cohort's patient ids "
+            f"(which look like {example!r}){hint}; check the id column or id type"
+        )
+    if src.rows_read == 0:
+        return f"source {name!r}: holds no records; check its path and contents"
+    counted = {**src.excluded, **src.patients_missing}
+    top = sorted(counted.items(), key=lambda kv: -kv[1])[:4]
+    why = ", ".join(f"{k}: {v}" for k, v in top) or "no reason counted"
+    return (
+        f"source {name!r}: no cohort patient has usable data in it ({src.rows_read} rows read; "
+        f"{why}); fix the data, or remove the source from cohort.yaml"
+    )
 
 
 def resolve_index(rule: IndexRule, *, base_dir: Path, audit: Audit) -> pd.DataFrame:
@@ -138,30 +167,40 @@ def attach_outcomes(
         table = read_frame(path, what="outcome table")
         id_col = rule.id_column
         require_columns(table, [id_col, *columns.values()], path=path, key="outcome")
-        table = table.assign(**{id_col: table[id_col].astype(str)}).set_index(id_col)
+        table = table.assign(**{id_col: table[id_col].astype(str)})
+        table["_row"] = np.arange(len(table))
+        table = table.set_index(id_col)
         missing = ~patients["patient_id"].isin(table.index)
         for pid in patients.loc[missing, "patient_id"]:
             audit.exclude_patient(pid, "no outcome")
         patients = patients[~missing].reset_index(drop=True)
         rows = table.loc[patients["patient_id"]]
+        raw = {col: _booleans(rows[col]) for col in columns.values()}
+        values, _ = OUTCOME_CHECKS.apply(
+            raw,
+            source="outcome",
+            on_error="raise",
+            audit=audit,
+            locate=lambda i: f"{path} {data_row(path, int(rows['_row'].iloc[i]))}",
+            rules={col: name for name, col in columns.items()},
+            skippable=False,
+        )
         for name, col in columns.items():
-            values = pd.to_numeric(rows[col], errors="coerce")
-            bad = values.isna() if name == "time" else ~values.isin([0, 1])
-            if name == "time":
-                bad |= values < 0
-            if bad.any():
-                pos = int(np.flatnonzero(bad.to_numpy())[0])
-                raise InputError(
-                    f"{path}: patient {rows.index[pos]!r}: {col} = {rows[col].iloc[pos]!r}; "
-                    + ("expected days >= 0" if name == "time" else "expected 0/1 or true/false")
-                )
-            patients[name] = values.to_numpy().astype(float if name == "time" else bool)
+            patients[name] = values[col].astype(float if name == "time" else bool)
     events_needed = (spec.binary is not None and not spec.binary.column) or (
         spec.survival is not None and not spec.survival.time_column
     )
     if events_needed:
         patients = _outcomes_from_events(patients, spec, rule=rule, base_dir=base_dir)
     return patients
+
+
+def _booleans(values: pd.Series) -> pd.Series:
+    """``true`` / ``false`` (any case) as 1 / 0; other values as they are."""
+    if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
+        return values
+    text = values.astype("string").str.strip().str.lower()
+    return values.where(~text.isin(["true", "false"]), (text == "true").astype(int))
 
 
 def _open_omop(rule: IndexRule, *, base_dir: Path) -> SqlEngine:

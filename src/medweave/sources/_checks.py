@@ -207,6 +207,7 @@ class ValueChecks:
         locate: Callable[[int], str],
         rules: Mapping[str, str] | None = None,
         active: np.ndarray | None = None,
+        skippable: bool = True,
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Check ``columns`` (field -> raw values, all of one length) row by row.
 
@@ -214,7 +215,8 @@ class ValueChecks:
         ``locate(i)`` names row ``i`` in messages (``"data.csv line 7"``); only rows where
         ``active`` is true are checked (rows already left out for another reason). Returns
         the numbers per column (NaN where a value broke its rule) and the rows to keep;
-        rows left out are counted in ``audit`` under ``source``.
+        rows left out are counted in ``audit`` under ``source``. ``skippable=False``: the
+        input has no ``on_error`` key (the index table), so the message does not offer it.
         """
         lengths = {len(v) for v in columns.values()}
         n = lengths.pop() if lengths else 0
@@ -249,7 +251,7 @@ class ValueChecks:
             found.sort(key=lambda t: t[0])
             errors = [v for _, v in found if v.rule.severity == "error"]
             if errors and on_error == "raise":
-                raise InputError(errors[0].message(source=source))
+                raise InputError(errors[0].message(source=source, can_skip=skippable))
             for reason, count in sorted(counts.items()):
                 audit.exclude_rows(source, reason, count)
             for _, v in found:
