@@ -218,13 +218,26 @@ def print_flow(cohort: Cohort) -> None:
     for reason, count in flow.get("excluded", {}).items():
         console.print(f"  excluded: {count} ({reason})")
     table = Table(title="Sources", title_justify="left")
-    for col in ("source", "rows read", "rows used", "rows excluded (reason)", "patients"):
-        table.add_column(col, justify="left" if col.startswith(("source", "rows ex")) else "right")
+    columns = (
+        "source",
+        "rows read",
+        "rows used",
+        "rows excluded (reason)",
+        "patients",
+        "without it",
+    )
+    for col in columns:
+        left = col.startswith(("source", "rows ex", "without"))
+        table.add_column(col, justify="left" if left else "right")
     for name, src in cohort.audit.sources.items():
         excluded = ", ".join(f"{v:,} {k}" for k, v in sorted(src.excluded.items())) or "-"
         present = f"{src.patients}/{cohort.n}" if name in cohort.modalities else "-"
-        table.add_row(name, f"{src.rows_read:,}", f"{src.rows_used:,}", excluded, present)
+        missing = ", ".join(f"{v:,} {k}" for k, v in sorted(src.patients_missing.items())) or "-"
+        table.add_row(name, f"{src.rows_read:,}", f"{src.rows_used:,}", excluded, present, missing)
     console.print(table)
+    for name, block in cohort.modalities.items():
+        for note in block.meta.get("notes", []):
+            console.print(f"  {name}: {note}")
 
 
 def print_summary(summary: SynthSummary) -> None:

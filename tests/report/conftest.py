@@ -237,6 +237,21 @@ def _common(task: str, n_events: int) -> dict[str, Any]:
                 "cohort_patients": N,
                 "modalities_present": {"ehr": 800, "imaging": 603, "omics": 479, "exposures": 772},
             },
+            "sources": {
+                "index": _src(874, 843, {"missing_index_date": 31}, 0, {}),
+                "ehr": _src(
+                    91_204, 80_311, {"after_index": 9_870, "value:not_a_number": 1_023}, 800, {}
+                ),
+                "imaging": _src(
+                    650, 603, {"older_study": 40, "unreadable": 7}, 603, {"no_data": 197}
+                ),
+                "omics": _src(
+                    490, 479, {"no_information": 2, "unknown_patient": 9}, 479, {"no_data": 321}
+                ),
+                "exposures": _src(
+                    1_200_000, 290_000, {"outside_windows": 910_000}, 772, {"no_home_location": 28}
+                ),
+            },
             "missingness": {
                 "modalities": MODALITIES,
                 "patterns": [
@@ -455,4 +470,17 @@ def report_paths(
     return {
         task: render(results, tmp_path_factory.mktemp(f"report-{task}"))
         for task, results in results_by_task.items()
+    }
+
+
+def _src(
+    read: int, used: int, excluded: dict[str, int], patients: int, missing: dict[str, int]
+) -> dict[str, Any]:
+    """One source's audit in results.json."""
+    return {
+        "rows_read": read,
+        "rows_used": used,
+        "excluded": excluded,
+        "patients": patients,
+        "patients_missing": missing,
     }

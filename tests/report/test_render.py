@@ -290,6 +290,21 @@ EVIL_ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;$\\alpha$"
 
 
 @pytest.mark.usefixtures("no_plots")
+def test_cohort_flow_lists_each_source_s_exclusions(pages: dict[str, str]) -> None:
+    html = pages["binary"]
+    table = html[html.index("Rows and patients per source") : html.index('id="missingness"')]
+    assert "value:not_a_number: 1,023" in table  # a value check's exclusions, by reason
+    assert "no_home_location: 28" in table  # patients without a source's data, by reason
+    assert "<td>index</td>" in table and table.count("<tr>") == 6
+
+
+def test_results_without_source_audits_render(
+    binary_results: dict[str, Any], tmp_path: Path, no_plots: None
+) -> None:
+    del binary_results["cohort"]["sources"]  # results.json of an earlier version
+    assert "Rows and patients per source" not in _page(binary_results, tmp_path)
+
+
 def test_all_text_is_escaped(binary_results: dict[str, Any], tmp_path: Path) -> None:
     r = binary_results
     r["study"]["name"] = EVIL

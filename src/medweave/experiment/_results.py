@@ -227,6 +227,7 @@ def cohort_summary(cohort: Cohort, out: Outcomes) -> dict[str, Any]:
         "n_patients": cohort.n,
         "n_events": n_events or 0,
         "flow": flow,
+        "sources": {k: v.to_dict() for k, v in cohort.audit.sources.items()},
         "missingness": {
             "modalities": list(presence.columns),
             "patterns": [

@@ -340,6 +340,17 @@ def _flow(cohort: dict[str, Any]) -> dict[str, Any]:
             {"name": k, "n": v, "share": v / n if n else None}
             for k, v in flow["modalities_present"].items()
         ],
+        "sources": [
+            {
+                "name": name,
+                "read": src["rows_read"],
+                "used": src["rows_used"],
+                "excluded": sorted(src["excluded"].items(), key=lambda kv: -kv[1]),
+                "patients": src["patients"] if name in flow["modalities_present"] else None,
+                "missing": sorted(src["patients_missing"].items(), key=lambda kv: -kv[1]),
+            }
+            for name, src in cohort.get("sources", {}).items()
+        ],
     }
 
 
