@@ -191,11 +191,26 @@ def print_results(results: dict[str, Any], *, quiet: bool) -> None:
 
 
 @app.command(name="list")
-def list_components() -> None:
+def list_components(
+    checks: Annotated[
+        bool, typer.Option("--checks", help="List each reader's value checks instead.")
+    ] = False,
+) -> None:
     """List what a config may name: sources, encoders, fusion strategies and tasks."""
     from medweave.models.encoders import ENCODERS
     from medweave.models.fusion import FUSIONS
     from medweave.models.tasks import TASKS
+
+    if checks:
+        import medweave.cohort._build  # noqa: F401  (the index table's checks)
+        from medweave.sources._checks import declared_rules
+
+        available_sources()  # imports (and so registers) every reader
+        for reader, rules in declared_rules().items():
+            for rule in rules:
+                how = "" if rule.severity == "error" else " (judgement call: excluded, warned)"
+                print(f"{reader:16s} {rule.field:18s} {rule.expect}{how}")
+        return
 
     groups = {
         "source": available_sources(),

@@ -135,8 +135,9 @@ class Rule:
         numbers = np.where(bad, np.nan, numbers)
         return numbers, problem
 
-    def audit_reason(self, problem: str) -> str:
-        return self.reason or f"{self.field}:{problem}"
+    def audit_reason(self, problem: str, field: str = "") -> str:
+        """``reason``, else ``{field}:{problem}`` (the column's own name when given)."""
+        return self.reason or f"{field or self.field}:{problem}"
 
     def range_text(self) -> str:
         if self.min is not None and self.max is not None:
@@ -245,7 +246,7 @@ class ValueChecks:
             )
             keep[rows] = False
             for p in np.unique(problem[rows].astype(str)):
-                reason = rule.audit_reason(p)
+                reason = rule.audit_reason(p, column)
                 counts[reason] = counts.get(reason, 0) + int((problem[rows] == p).sum())
         if found:
             found.sort(key=lambda t: t[0])
@@ -286,7 +287,7 @@ class ValueChecks:
         tally: dict[str, int] = dict(counts or {})
         if counts is None:
             for v in violations:
-                reason = v.rule.audit_reason(v.problem)
+                reason = v.rule.audit_reason(v.problem, v.field)
                 tally[reason] = tally.get(reason, 0) + 1
         for reason, count in sorted(tally.items()):
             audit.exclude_rows(source, reason, count)
