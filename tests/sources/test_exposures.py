@@ -67,9 +67,9 @@ def test_window_means_exclude_the_index_day_and_later(small: ReadContext) -> Non
     assert src.excluded["after_index"] > 0
     assert src.rows_used + sum(src.excluded.values()) == src.rows_read
     assert src.patients_missing == {
-        "no home location": 1,
-        "location not in the exposure table": 1,
-        "no exposure data in the windows": 1,
+        "no_home_location": 1,
+        "location_not_in_exposures": 1,
+        "no_exposure_in_windows": 1,
     }
 
 
