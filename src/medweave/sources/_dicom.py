@@ -110,19 +110,36 @@ def find_dicom_files(root: Path) -> list[Path]:
 
     A file named ``*.dcm``, ``*.dicom`` or ``*.ima`` must be DICOM (it is read and fails
     loudly if not); any other file is taken if it carries the DICM marker. Hidden files
-    and folders and DICOMDIR index files are skipped.
+    and folders and DICOMDIR index files are skipped. Symbolic links to folders are
+    followed (image archives are often assembled from links); a folder or file reached
+    twice (a link back up the tree, or two links to one place) is read once, by its real
+    path.
     """
     if root.is_file():
         return [root]
     out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen_dirs: set[str] = set()
+    seen_files: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:  # a cycle, or a second link to a folder already read
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs
+        )
         for name in sorted(filenames):
             if name.startswith(".") or name.upper() == "DICOMDIR":
                 continue
             p = Path(dirpath) / name
             if p.suffix.lower() in DICOM_SUFFIXES or _has_dicm(p):
-                out.append(p)
+                real_file = os.path.realpath(p)
+                if real_file not in seen_files:
+                    seen_files.add(real_file)
+                    out.append(p)
     return sorted(out)
 
 
@@ -240,8 +257,7 @@ def read_header(path: Path) -> DicomFile | None:
         pixel_length = _check_extent(ds, path, size)
         has_pixels = any(t in ds for t in _PIXEL_TAGS)
         if not has_pixels:
-            if "Rows" in ds:
-                raise FileProblem(path, "tag PixelData is missing (is the file truncated?)")
+            _refuse_missing_pixels(ds, path)
             return None
         rows = _int(ds, "Rows", path, 0)
         columns = _int(ds, "Columns", path, 0)
@@ -292,6 +308,43 @@ def read_header(path: Path) -> DicomFile | None:
         )
 
 
+def _sop_class(ds: Dataset) -> UID | None:
+    meta = getattr(ds, "file_meta", None)
+    for value in (ds.get("SOPClassUID"), meta.get("MediaStorageSOPClassUID") if meta else None):
+        if value:
+            return UID(str(value))
+    return None
+
+
+def _refuse_missing_pixels(ds: Dataset, path: Path) -> None:
+    """A file without pixel data: fine if it is a non-image object (SR, RT plan...), an
+    error if it should hold an image (a file cut short after its header).
+
+    An image is told by its SOP class (a UID whose name holds "Image Storage"), or by
+    tags only images carry (Rows, ImageType). A file holding its file meta header and no
+    data set at all is cut short too, whatever its SOP class.
+    """
+    sop = _sop_class(ds)
+    if "Rows" in ds:
+        why = "tag Rows is there"
+    elif sop is not None and "Image Storage" in sop.name:
+        why = f"SOPClassUID is {sop.name}"
+    elif "ImageType" in ds:
+        why = "tag ImageType is there"
+    elif len(ds) == 0:
+        raise FileProblem(
+            path,
+            "holds only its file meta header, no data set (is the file truncated?)",
+        )
+    else:
+        return
+    raise FileProblem(
+        path,
+        f"tag PixelData is missing but the file is an image ({why}): is the file truncated "
+        "after its header?",
+    )
+
+
 def describe_error(exc: Exception) -> str:
     """A decoder's complaint on one line (about the pixel encoding, never the patient)."""
     text = " ".join(str(exc).split())
@@ -321,8 +374,8 @@ def _check_decoder(syntax: UID, path: Path) -> None:
     if not available:
         raise FileProblem(
             path,
-            f"pixel data compressed as {syntax.name} and no installed decoder reads it; "
-            "install pylibjpeg with its plugins or python-gdcm",
+            f"tag PixelData is compressed as {syntax.name} and no installed decoder reads "
+            "it; install pylibjpeg with its plugins or python-gdcm",
         )
 
 

@@ -23,8 +23,9 @@ from medweave.sources._dicom import (
     slice_normal,
     slice_order,
 )
+from medweave.sources._studies import ValueSummary
 
-__all__ = ["RawImage", "frame_geometry", "pixel_spacing", "read_dicom"]
+__all__ = ["RawImage", "frame_geometry", "pixel_spacing", "read_dicom", "tally_pixels"]
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,14 @@ def _pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, bool]:
         if photometric == "MONOCHROME1":  # low values are bright: invert
             out = out.max() + out.min() - out
     return out.astype(np.float32), False
+
+
+def tally_pixels(paths: list[Path], values: ValueSummary) -> None:
+    """Decode each file once and tally its pixels in modality units (rescale, LUTs and
+    MONOCHROME1 applied: the values :func:`read_dicom` hands a model)."""
+    for path in paths:
+        arr, _ = _pixels(read_dataset(path), path)
+        values.add(arr, path=path)
 
 
 def _first(value: Any) -> Any:

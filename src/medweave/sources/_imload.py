@@ -17,6 +17,7 @@ import numpy as np
 from medweave.errors import InputError
 from medweave.sources._dicom import FileProblem, find_dicom_files
 from medweave.sources._dicom_pixels import RawImage, read_dicom
+from medweave.sources._studies import ValueSummary
 
 __all__ = [
     "PICTURE_SUFFIXES",
@@ -52,16 +53,57 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[tuple[int, ...],
     raise FileProblem(path, f"NIfTI with {len(shape)} dimensions {shape}; expected 2 to 4")
 
 
-def _gunzipped_size(path: Path) -> int:
-    total = 0
-    with gzip.open(path, "rb") as fh:
+def _stored_dtype(dtype: np.dtype) -> np.dtype:
+    """The numbers a NIfTI data type is made of: RGB(A) as bytes, complex as float pairs."""
+    if dtype.fields:
+        return np.dtype(np.uint8)
+    if dtype.kind == "c":
+        return np.dtype(f"f{dtype.itemsize // 2}").newbyteorder(dtype.byteorder)
+    return dtype
+
+
+def _read_through(
+    path: Path,
+    *,
+    offset: int,
+    nbytes: int,
+    dtype: np.dtype,
+    scale: tuple[float, float],
+    values: ValueSummary | None,
+) -> int:
+    """Read the file (gunzipped) to its end in chunks; its size in bytes.
+
+    With ``values``, the voxel data (``nbytes`` from ``offset``) is tallied on the way,
+    scaled by ``scale`` = (slope, intercept), one chunk in memory at a time.
+    """
+    gz = path.name.lower().endswith(".gz")
+    if values is None and not gz:
+        return path.stat().st_size
+    slope, inter = scale
+    size = dtype.itemsize
+    pos, carry = 0, b""
+    with gzip.open(path, "rb") if gz else path.open("rb") as fh:
         while chunk := fh.read(1 << 22):
-            total += len(chunk)
-    return total
+            start, pos = pos, pos + len(chunk)
+            lo, hi = max(offset - start, 0), min(offset + nbytes - start, len(chunk))
+            if values is None or lo >= hi:
+                continue
+            buf = carry + chunk[lo:hi]
+            whole = len(buf) // size * size
+            raw = np.frombuffer(buf[:whole], dtype=dtype)
+            if (slope, inter) != (1.0, 0.0):
+                raw = raw.astype(np.float64) * slope + inter
+            values.add(raw, path=path)
+            carry = buf[whole:]
+    return pos
 
 
-def nifti_info(path: Path) -> dict[str, Any]:
-    """Check a NIfTI file at the door (header, and that the data is all there): its geometry."""
+def nifti_info(path: Path, *, values: ValueSummary | None = None) -> dict[str, Any]:
+    """Check a NIfTI file at the door (header, and that the data is all there): its geometry.
+
+    With ``values``, every voxel is read once (scaled by scl_slope/scl_inter) and tallied
+    there, for the reader's value checks.
+    """
     import nibabel as nib
 
     try:
@@ -73,15 +115,27 @@ def nifti_info(path: Path) -> dict[str, Any]:
     header = img.header
     shape = tuple(int(v) for v in img.shape)
     spatial, channels = _spatial_shape(path, shape)
-    offset = getattr(img.dataobj, "offset", None)  # nibabel reads vox_offset 0 as 352
+    proxy: Any = img.dataobj
+    offset = getattr(proxy, "offset", None)  # nibabel reads vox_offset 0 as 352
     offset = int(offset) if offset is not None else int(header.get_data_offset())
-    need = offset + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    dtype = header.get_data_dtype()
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    scale = (float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0)))
     try:
-        have = _gunzipped_size(path) if path.name.lower().endswith(".gz") else path.stat().st_size
+        have = _read_through(
+            path,
+            offset=offset,
+            nbytes=nbytes,
+            dtype=_stored_dtype(dtype),
+            scale=scale,
+            values=values,
+        )
     except (OSError, EOFError, zlib.error) as exc:
         raise FileProblem(path, f"compressed data is corrupt ({type(exc).__name__})") from None
-    if have < need:
-        raise FileProblem(path, f"file is truncated: the header needs {need} bytes, it has {have}")
+    if have < offset + nbytes:
+        raise FileProblem(
+            path, f"file is truncated: the header needs {offset + nbytes} bytes, it has {have}"
+        )
     zooms = tuple(float(z) for z in header.get_zooms()[: len(spatial)])
     return {
         "shape": list(spatial),
@@ -141,9 +195,12 @@ def _is_grey(rgb: np.ndarray) -> bool:
     )
 
 
-def picture_info(path: Path) -> dict[str, Any]:
-    """Check a PNG/JPEG at the door (it decodes completely): its geometry and colour mode."""
+def picture_info(path: Path, *, values: ValueSummary | None = None) -> dict[str, Any]:
+    """Check a PNG/JPEG at the door (it decodes completely): its geometry and colour mode;
+    its pixels are tallied in ``values`` if given."""
     arr, mode = _open_picture(path)
+    if values is not None:
+        values.add(arr, path=path)
     return {"shape": list(arr.shape[:2]), "channels": 1 if arr.ndim == 2 else 3, "mode": mode}
 
 

@@ -3,6 +3,12 @@
 A reader turns what it finds into candidates (a DICOM series, a manifest row), each with
 its date, study and a check-and-describe step; :meth:`Reading.choose` keeps per patient
 the latest study inside the window whose check passes and counts every other row.
+
+The check step also tallies the image's values (:class:`ValueSummary`) and hands the
+violations of the reader's value checks (non-finite values; an image with no
+information) to the shared mechanism (:meth:`ValueChecks.report`): an error under
+``on_error: raise``, else (and always for a judgement call) an audited exclusion, after
+which the patient's next study is tried.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,15 +24,77 @@ import pandas as pd
 
 from medweave.cohort._block import ModalityBlock
 from medweave.sources._base import ReadContext, SourceSpec
+from medweave.sources._checks import ValueChecks, Violation
 from medweave.sources._dicom import FileProblem
 
-__all__ = ["AXES", "Candidate", "Reading"]
+__all__ = ["AXES", "Candidate", "Reading", "ValueSummary"]
 
 AXES = {
     "dicom": "(rows, columns) for 2-D images; (slices, rows, columns) for volumes",
     "nifti": "nibabel voxel axes (i, j, k)",
     "image": "(rows, columns)",
 }
+
+
+class ValueSummary:
+    """What an image's values hold, tallied chunk by chunk (counts and range, no values).
+
+    ``unit`` names one value in messages (``"voxels"``, ``"pixels"``): it is also the
+    field of the reader's rule for single values; the rule of field ``"image"`` judges
+    the image as a whole.
+    """
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.n = 0
+        self.non_finite = 0
+        self.first_bad: tuple[Path, float] | None = None  # where and what the first is
+        self.low = np.inf
+        self.high = -np.inf
+
+    def add(self, values: np.ndarray, *, path: Path) -> None:
+        """Tally ``values`` (any shape, real numbers) read from ``path``."""
+        flat = np.asarray(values).ravel()
+        self.n += flat.size
+        if flat.dtype.kind in "fc":
+            finite = np.isfinite(flat)
+            if not finite.all():
+                bad = flat[~finite]
+                if self.first_bad is None:
+                    self.first_bad = (path, float(np.real(bad[0])))
+                self.non_finite += bad.size
+                flat = flat[finite]
+        if flat.size:
+            self.low = min(self.low, float(flat.min()))
+            self.high = max(self.high, float(flat.max()))
+
+    def violations(self, checks: ValueChecks, *, path: Path) -> list[Violation]:
+        """Non-finite values (error), else an image of one value throughout (judged by
+        the ``"image"`` rule). ``path`` names the image when no single file is at fault."""
+        if self.first_bad is not None:
+            where, value = self.first_bad
+            return [
+                Violation(
+                    checks.rule(self.unit),
+                    "non_finite",
+                    f"{where} ({self.non_finite} of {self.n} {self.unit})",
+                    value,
+                    self.unit,
+                )
+            ]
+        if self.n == 0 or self.low == self.high:
+            what = f"every one of its {self.n} {self.unit} is {self.low:g}" if self.n else "empty"
+            rule = checks.rule("image")
+            return [Violation(rule, "no_information", f"{path} ({what})", self.low, "image")]
+        return []
+
+
+class ValueProblem(Exception):
+    """Raised by a candidate's check step: its values break the reader's value checks."""
+
+    def __init__(self, violations: list[Violation]) -> None:
+        super().__init__(violations[0].where)
+        self.violations = violations
 
 
 @dataclass
@@ -37,14 +106,16 @@ class Candidate:
     study: str
     rank: tuple[Any, ...]  # lower is preferred among candidates of the same study
     rows: int  # audit rows (files or manifest rows) it stands for
-    build: Callable[[], tuple[str, dict[str, Any]]]  # checks; returns (block path, meta)
+    # checks; returns (block path, meta); raises FileProblem or ValueProblem
+    build: Callable[[], tuple[str, dict[str, Any]]]
 
 
 class Reading:
     """Shared bookkeeping of one read: index dates, audit, raise-or-skip, reasons."""
 
-    def __init__(self, spec: SourceSpec, ctx: ReadContext) -> None:
+    def __init__(self, spec: SourceSpec, ctx: ReadContext, *, checks: ValueChecks) -> None:
         self.spec, self.ctx, self.name = spec, ctx, spec.name
+        self.checks = checks
         ids = ctx.index["patient_id"].astype(str).tolist()
         dates = pd.to_datetime(ctx.index["index_date"]).to_numpy().astype("datetime64[D]")
         self.order = list(dict.fromkeys(ids))
@@ -62,6 +133,19 @@ class Reading:
         if self.spec.on_error == "raise":
             raise exc
         self.exclude(exc.reason, rows, patient_id)
+
+    def values_problem(self, violations: list[Violation], rows: int, patient_id: str) -> None:
+        """Raise (on_error=raise, error severity) or count the image's rows, per reason."""
+        counts = Counter({v.rule.audit_reason(v.problem): rows for v in violations})
+        self.checks.report(
+            violations,
+            source=self.name,
+            on_error=self.spec.on_error,
+            audit=self.ctx.audit,
+            counts=counts,
+        )
+        for reason, n in counts.items():
+            self.reasons[patient_id][reason] += n
 
     def dated(self, patient_id: str, date: np.datetime64, rows: int) -> bool:
         """True if ``date`` is inside the patient's window; else count why not."""
@@ -101,6 +185,9 @@ class Reading:
                     path, meta = c.build()
                 except FileProblem as exc:
                     self.problem(exc, c.rows, pid)
+                    continue
+                except ValueProblem as exc:
+                    self.values_problem(exc.violations, c.rows, pid)
                     continue
                 chosen = c
                 meta["days_before_index"] = int((self.index[pid] - c.date).astype(np.int64))

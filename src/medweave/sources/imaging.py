@@ -12,8 +12,21 @@ PNG/JPEG) as used or excluded, by reason: ``after_index``, ``before_lookback``,
 ``other_series`` (another series of the chosen study), ``unknown_patient``,
 ``other_modality``, ``no_image`` (DICOM without pixels: SR, RT plan), ``no_index_date``,
 and under ``on_error: skip`` ``unreadable``, ``missing_date``, ``bad_date``, ``bad_row``,
-``missing_file``, ``outside_path``, ``wrong_type``. Cohort patients left without an image
-are counted in the audit's ``patients_missing`` with the reasons of their files.
+``missing_file``, ``outside_path``, ``wrong_type`` and the value checks' reasons.
+
+Value checks (:data:`DICOM_CHECKS`, :data:`NIFTI_CHECKS`, :data:`IMAGE_CHECKS`, applied
+to the chosen study of each patient, whose values are read once): every pixel or voxel
+is a finite number (NaN or inf is an error, ``pixels:non_finite`` / ``voxels:non_finite``
+under skip; a NaN background is refused too, as it would turn the normalised image into
+NaN); an image that holds one value throughout (all zero, constant, or empty) is a
+judgement call: left out with a warning and counted as ``no_information`` whatever
+``on_error`` says, and the patient's next eligible study is tried. A DICOM file that
+should hold an image (an image SOP class, Rows or ImageType) but has no pixel data is
+cut short: ``unreadable``, not ``no_image``.
+
+Presence: a patient is present when one study of theirs inside the window passes every
+check; the others are counted in the audit's ``patients_missing`` with the reasons of
+their files (``no image`` when the source holds nothing for them).
 
 DICOM headers are de-identified on ingest (:func:`deidentify`): the meta is taken from
 the de-identified header; the PatientID and dates are read only to link a file to the
@@ -24,7 +37,6 @@ in the cohort are counted, not listed.
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -36,11 +48,11 @@ import pandas as pd
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
 from medweave.sources._base import ReadContext, SourceSpec, register
+from medweave.sources._checks import Rule, ValueChecks
 from medweave.sources._deid import deidentify
 from medweave.sources._dicom import (
     DicomFile,
     FileProblem,
-    check_decodable,
     find_dicom_files,
     parse_da,
     quiet_pydicom,
@@ -48,7 +60,7 @@ from medweave.sources._dicom import (
     read_header,
     slice_order,
 )
-from medweave.sources._dicom_pixels import frame_geometry, pixel_spacing
+from medweave.sources._dicom_pixels import frame_geometry, pixel_spacing, tally_pixels
 from medweave.sources._imload import (
     PICTURE_SUFFIXES,
     is_nifti,
@@ -56,10 +68,13 @@ from medweave.sources._imload import (
     nifti_info,
     picture_info,
 )
-from medweave.sources._io import data_row, read_frame, require_columns
-from medweave.sources._studies import Candidate, Reading
+from medweave.sources._io import data_row, date_problems, read_frame, require_columns
+from medweave.sources._studies import Candidate, Reading, ValueProblem, ValueSummary
 
 __all__ = [
+    "DICOM_CHECKS",
+    "IMAGE_CHECKS",
+    "NIFTI_CHECKS",
     "DicomSpec",
     "ImageSpec",
     "NiftiSpec",
@@ -94,6 +109,39 @@ class ImageSpec(SourceSpec):
 
     path: str
     manifest: str
+
+
+# --- value checks ---------------------------------------------------------------------------
+
+
+def _image_checks(reader: str, unit: str, units_words: str) -> ValueChecks:
+    return ValueChecks(
+        reader,
+        [
+            Rule(unit, f"finite {units_words} (no NaN or inf, also not as a background)"),
+            Rule(
+                "image",
+                f"an image whose {units_words} vary (not all zero or one value throughout)",
+                severity="warn",
+                reason="no_information",
+            ),
+        ],
+    )
+
+
+#: The values of the chosen DICOM series: pixels in modality units (after rescale).
+DICOM_CHECKS = _image_checks("dicom", "pixels", "pixel values (modality units)")
+#: The voxels of the chosen NIfTI file (after scl_slope/scl_inter).
+NIFTI_CHECKS = _image_checks("nifti", "voxels", "voxel values")
+#: The pixels of the chosen PNG/JPEG file.
+IMAGE_CHECKS = _image_checks("image", "pixels", "pixel values")
+
+
+def _checked(values: ValueSummary, checks: ValueChecks, path: Path) -> None:
+    """Raise :class:`ValueProblem` if the tallied values break ``checks``."""
+    violations = values.violations(checks, path=path)
+    if violations:
+        raise ValueProblem(violations)
 
 
 # --- DICOM -----------------------------------------------------------------------------
@@ -159,10 +207,13 @@ def _dicom_build(
 ) -> Callable[[], tuple[str, dict[str, Any]]]:
     def build() -> tuple[str, dict[str, Any]]:
         ordered, spacing_z = slice_order(files)
-        for f in ordered[:1]:
-            if f.compressed:
-                check_decodable(f.path)
-        return _series_path(ordered, counts), _dicom_meta(ordered, spacing_z)
+        meta = _dicom_meta(ordered, spacing_z)
+        # Every file is decoded once: a codec that fails, and pixel values that break
+        # the value checks, show here rather than when a model first loads the image.
+        values = ValueSummary("pixels")
+        tally_pixels([f.path for f in ordered], values)
+        _checked(values, DICOM_CHECKS, ordered[0].path)
+        return _series_path(ordered, counts), meta
 
     return build
 
@@ -184,7 +235,7 @@ def read_dicom_source(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
             f"{root}: no DICOM files (*.dcm, *.dicom, *.ima, or files with the DICM marker) "
             f"(source {spec.name!r}, key path)"
         )
-    run = Reading(spec, ctx)
+    run = Reading(spec, ctx, checks=DICOM_CHECKS)
     ctx.audit.read(spec.name, len(files))
     want = spec.modality.strip().upper() if spec.modality else None
     series: dict[tuple[str, str, str], list[tuple[DicomFile, np.datetime64]]] = defaultdict(list)
@@ -244,24 +295,25 @@ def read_dicom_source(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
 
 # --- NIfTI and PNG/JPEG through a manifest -------------------------------------------------
 
-_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ].*)?$")
-_COMPACT_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 
-
-def _manifest_date(value: Any) -> np.datetime64 | None:
-    """YYYY-MM-DD (a time part is ignored) or YYYYMMDD; None if it is neither."""
-    text = str(value).strip()
-    m = _ISO_DATE.match(text) or _COMPACT_DATE.match(text)
-    if m is None:
-        return None
-    try:
-        return np.datetime64(f"{m.group(1)}-{m.group(2)}-{m.group(3)}", "D")
-    except ValueError:
-        return None
+def _manifest_dates(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """ISO dates (YYYY-MM-DD, a time part ignored, or YYYYMMDD) as datetime64[D], NaT
+    where empty or bad, and per value what is wrong with it (``""`` if nothing)."""
+    dates, problem = date_problems(values)
+    days = dates.to_numpy().astype("datetime64[D]")
+    problems = [str(p) for p in problem]
+    for i, p in enumerate(problems):
+        if p and p.startswith("is not a date"):  # the detailed words for this one value
+            _, own = date_problems(values.iloc[i : i + 1])
+            problems[i] = str(own.iloc[0])
+    return days, problems
 
 
 def _inside(path: Path, root: Path) -> bool:
-    p, r = path.resolve(), root.resolve()
+    """``path`` names a place under ``root`` (or ``root`` itself, a file), by its written
+    form: ``..`` is resolved, symbolic links are not (a linked folder under ``root`` is
+    under ``root``, wherever it points)."""
+    p, r = Path(os.path.abspath(path)), Path(os.path.abspath(root))
     return p == r if root.is_file() else p.is_relative_to(r)
 
 
@@ -271,8 +323,10 @@ def _read_manifest(
     *,
     reader: str,
     accepts: Callable[[Path], bool],
-    info: Callable[[Path], dict[str, Any]],
+    info: Callable[[Path, ValueSummary], dict[str, Any]],
     kinds: str,
+    checks: ValueChecks,
+    unit: str,
 ) -> ModalityBlock:
     root = ctx.resolve(spec.path)
     if not root.exists():
@@ -281,12 +335,13 @@ def _read_manifest(
     frame = read_frame(manifest, what="image manifest")
     require_columns(frame, ["patient_id", "path", "date"], path=manifest, key="manifest")
     base = root if root.is_dir() else root.parent
-    run = Reading(spec, ctx)
+    run = Reading(spec, ctx, checks=checks)
     ctx.audit.read(spec.name, len(frame))
+    dates, date_errors = _manifest_dates(frame["date"])
     unknown: set[str] = set()
     candidates = []
-    for i, (pid_raw, file_raw, date_raw) in enumerate(
-        zip(frame["patient_id"], frame["path"], frame["date"], strict=True)
+    for i, (pid_raw, file_raw, date_raw, when, date_error) in enumerate(
+        zip(frame["patient_id"], frame["path"], frame["date"], dates, date_errors, strict=True)
     ):
         where = f"{data_row(manifest, i)}:"
         pid = "" if pd.isna(pid_raw) else str(pid_raw).strip()
@@ -297,21 +352,20 @@ def _read_manifest(
             run.exclude("unknown_patient", 1)
             unknown.add(pid)
             continue
-        if pd.isna(date_raw) or not str(date_raw).strip():
-            run.problem(
-                FileProblem(manifest, f"{where} date is empty", reason="missing_date"), 1, pid
-            )
-            continue
-        when = _manifest_date(date_raw)
-        if when is None:
+        if date_error:
             run.problem(
                 FileProblem(
                     manifest,
-                    f"{where} date {str(date_raw)!r} is not a date; use YYYY-MM-DD",
+                    f"{where} date {str(date_raw).strip()!r} {date_error}",
                     reason="bad_date",
                 ),
                 1,
                 pid,
+            )
+            continue
+        if np.isnat(when):
+            run.problem(
+                FileProblem(manifest, f"{where} date is empty", reason="missing_date"), 1, pid
             )
             continue
         if pd.isna(file_raw) or not str(file_raw).strip():
@@ -344,7 +398,10 @@ def _read_manifest(
             continue
 
         def build(file: Path = file) -> tuple[str, dict[str, Any]]:
-            return str(file), info(file)
+            values = ValueSummary(unit)
+            meta = info(file, values)
+            _checked(values, checks, file)
+            return str(file), meta
 
         candidates.append(
             Candidate(patient_id=pid, date=when, study=f"row {i}", rank=(i,), rows=1, build=build)
@@ -359,10 +416,18 @@ def _read_manifest(
     description="NIfTI volumes listed in a manifest (patient_id, path, date)",
 )
 def read_nifti_source(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
-    """NIfTI files (nibabel) named by a manifest; each chosen file is checked to its end."""
+    """NIfTI files (nibabel) named by a manifest; each chosen file is read to its end once
+    (the data is all there; its voxel values pass :data:`NIFTI_CHECKS`)."""
     assert isinstance(spec, NiftiSpec)
     return _read_manifest(
-        spec, ctx, reader="nifti", accepts=is_nifti, info=nifti_info, kinds="a .nii or .nii.gz file"
+        spec,
+        ctx,
+        reader="nifti",
+        accepts=is_nifti,
+        info=lambda p, v: nifti_info(p, values=v),
+        kinds="a .nii or .nii.gz file",
+        checks=NIFTI_CHECKS,
+        unit="voxels",
     )
 
 
@@ -372,13 +437,16 @@ def read_nifti_source(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
     description="2-D PNG/JPEG images listed in a manifest (patient_id, path, date)",
 )
 def read_image_source(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
-    """PNG/JPEG files (Pillow) named by a manifest; each chosen file is decoded once."""
+    """PNG/JPEG files (Pillow) named by a manifest; each chosen file is decoded once (its
+    pixel values pass :data:`IMAGE_CHECKS`)."""
     assert isinstance(spec, ImageSpec)
     return _read_manifest(
         spec,
         ctx,
         reader="image",
         accepts=lambda p: p.suffix.lower() in PICTURE_SUFFIXES,
-        info=picture_info,
+        info=lambda p, v: picture_info(p, values=v),
         kinds="a PNG or JPEG file",
+        checks=IMAGE_CHECKS,
+        unit="pixels",
     )
