@@ -151,9 +151,11 @@ def test_malformed_line_names_file_and_line(
     _copy_with(cohort, tmp_path, 3, lambda t: t[:-5])
     with pytest.raises(InputError, match=r"Observation\.ndjson line 3: not valid JSON"):
         _read("fhir", tmp_path, index, path="fhir")
-    # Skip mode does not excuse broken JSON.
-    with pytest.raises(InputError, match="line 3"):
-        _read("fhir", tmp_path, index, path="fhir", on_error="skip")
+    # Skip mode leaves the line out and counts it; the other lines are read.
+    _, audit = _read("fhir", tmp_path, index, path="fhir", on_error="skip")
+    src = audit.source("ehr")
+    assert src.excluded["invalid_json"] == 1
+    assert src.rows_used > 1000
 
 
 def test_missing_subject_raises_with_file_line_and_element(

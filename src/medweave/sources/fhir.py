@@ -39,11 +39,8 @@ counted as ``unsupported_resource``; resources marked ``entered-in-error`` as
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,13 +48,29 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from medweave.cohort._audit import Audit
 from medweave.cohort._block import ModalityBlock
-from medweave.errors import InputError
 from medweave.sources._base import ReadContext, SourceSpec, register
+from medweave.sources._checks import Rule, ValueChecks, Violation
 from medweave.sources._ehr_spec import EhrSpec, ehr_block
+from medweave.sources._fhir_elements import (
+    VISIT_CODES,
+    VOCABULARIES,
+    Problem,
+    birth_floor,
+    coding,
+    entered_in_error,
+    first_date,
+    get,
+    quantity,
+    subject,
+    vocabulary,
+)
+from medweave.sources._fhir_files import FileReader, fhir_files
 from medweave.sources.ehr_sql import DOMAINS, Domain, SqlEngine
 
 __all__ = [
+    "CHECKS",
     "VISIT_CODES",
     "VOCABULARIES",
     "FhirEvents",
@@ -69,40 +82,58 @@ __all__ = [
     "vocabulary",
 ]
 
-#: FHIR code system URI -> vocabulary id (OMOP's names).
-VOCABULARIES: dict[str, str] = {
-    "http://snomed.info/sct": "SNOMED",
-    "http://loinc.org": "LOINC",
-    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-    "http://unitsofmeasure.org": "UCUM",
-    "http://hl7.org/fhir/sid/icd-10-cm": "ICD10CM",
-    "http://hl7.org/fhir/sid/icd-10": "ICD10",
-    "http://hl7.org/fhir/sid/icd-9-cm": "ICD9CM",
-    "http://hl7.org/fhir/sid/ndc": "NDC",
-    "http://hl7.org/fhir/sid/cvx": "CVX",
-    "http://www.ama-assn.org/go/cpt": "CPT4",
-}
-#: The vocabularies preferred when a CodeableConcept has several codings.
-_STANDARD = frozenset({"SNOMED", "LOINC", "RxNorm"})
-
-#: Encounter class (v3 ActCode) -> visit code of the event model.
-VISIT_CODES: dict[str, str] = {
-    "IMP": "IP",
-    "ACUTE": "IP",
-    "NONAC": "IP",
-    "AMB": "OP",
-    "EMER": "ER",
-}
 _DOMAIN_OF = {
     "Condition": "condition",
     "MedicationRequest": "drug",
     "Observation": "measurement",
     "Encounter": "visit",
 }
-_SUFFIXES = (".ndjson", ".json", ".ndjson.gz", ".json.gz")
-_DATE = re.compile(r"(\d{4})(-\d{2})?(-\d{2})?")
+
 _HISTORY = re.compile(r"/_history/.*$")
-_DECODER = json.JSONDecoder()
+
+#: What the reader checks in each resource (audit reasons in the module docstring).
+CHECKS = ValueChecks(
+    "fhir",
+    [
+        Rule(
+            "file",
+            "a readable file of FHIR JSON in UTF-8, optionally gzip: one resource per NDJSON "
+            "line, or one Bundle or resource per .json file",
+        ),
+        Rule("json", "one JSON resource per line (NDJSON)"),
+        Rule(
+            "resourceType",
+            "a JSON object with a resourceType (a FHIR resource)",
+            required=True,
+        ),
+        Rule("Bundle.entry", "a Bundle with a list of entries"),
+        Rule(
+            "id", "a Patient id, by which the other resources refer to the patient", required=True
+        ),
+        Rule(
+            "subject",
+            "a subject reference to a Patient (Patient/<id>, or the fullUrl of a Patient "
+            "in the same input)",
+            required=True,
+        ),
+        Rule(
+            "code",
+            "a CodeableConcept with a coding that has a code (a medication: that, or a "
+            "reference to a Medication with one)",
+            required=True,
+        ),
+        Rule(
+            "date",
+            "a FHIR date or dateTime with a day (YYYY-MM-DD, optionally Thh:mm:ss[.fff] "
+            "and a time zone), not before the patient's birth",
+            required=True,
+        ),
+        Rule("birthDate", "a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD), not in the future"),
+        Rule("valueQuantity.value", "a finite JSON number (not text, NaN or Infinity)"),
+        Rule("class", "an Encounter class code (IMP, AMB, EMER, ...)", required=True),
+        Rule("component", "an Observation component: a JSON object with a code"),
+    ],
+)
 
 
 class FhirSpec(EhrSpec):
@@ -115,14 +146,22 @@ class FhirSpec(EhrSpec):
 # --- parsing ----------------------------------------------------------------------------------
 
 
-class _Problem(Exception):
-    """A resource lacks something it needs: an audit reason and the element concerned."""
+@dataclass(frozen=True)
+class _Found(Violation):
+    """A violation whose message the parser wrote: ``text`` names the place, the resource
+    and what is wrong; ``what`` the things that ``on_error: skip`` leaves out."""
 
-    def __init__(self, reason: str, element: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.element = element
-        self.detail = detail
+    text: str = ""
+    what: str = "resources"
+
+    def message(self, *, source: str, can_skip: bool = True) -> str:
+        out = f"{self.text}; expected {self.rule.expect}"
+        if can_skip:
+            out += (
+                f"; fix it, or set on_error: skip in source {source!r} to leave such "
+                f"{self.what} out"
+            )
+        return out
 
 
 @dataclass
@@ -133,7 +172,7 @@ class FhirEvents:
     event_date, value, unit); ``persons`` those of ``mw_persons`` (patient_id, sex,
     year_of_birth, birth_date); ``deaths`` those of ``mw_death`` (patient_id, death_date,
     from Patient.deceasedDateTime). ``resources`` counts the resources read by type;
-    ``excluded`` the resources (or Observation components) left out, by reason.
+    ``excluded`` the resources (or lines, entries, files) left out, by reason.
     """
 
     events: pd.DataFrame
@@ -144,127 +183,79 @@ class FhirEvents:
     files: list[Path] = field(default_factory=list)
 
 
-class _Parser:
+class _Parser(FileReader):
     """Walks files and resources, keeping events in column lists."""
 
-    def __init__(self, *, domains: set[str], on_error: Literal["raise", "skip"]) -> None:
+    def __init__(
+        self, *, domains: set[str], on_error: Literal["raise", "skip"], source: str
+    ) -> None:
+        super().__init__()
         self.domains = domains
         self.on_error = on_error
-        self.files: list[Path] = []
+        self.source = source
+        self.audit = Audit()  # violations skipped, counted by CHECKS.report
+        self.today = dt.date.today().isoformat()
         # Event columns; subject refs are resolved at the end (urn:uuid may come later).
         self.ref: list[str] = []
         self.domain: list[str] = []
         self.vocab: list[str | None] = []
         self.code: list[str] = []
         self.date: list[str] = []
+        self.date_element: list[str] = []
         self.value: list[float] = []
         self.unit: list[str | None] = []
         self.where: list[tuple[int, int | str]] = []
         self.kind: list[str] = []  # resource type and id, for messages
         self.rid: list[Any] = []
+        self._columns: tuple[list[Any], ...] = (
+            self.ref,
+            self.domain,
+            self.vocab,
+            self.code,
+            self.date,
+            self.date_element,
+            self.value,
+            self.unit,
+            self.where,
+            self.kind,
+            self.rid,
+        )
         # Medication references to resolve at the end: event position -> reference.
         self.med_refs: dict[int, str] = {}
         self.medications: dict[str, tuple[str | None, str]] = {}
         self.persons: list[tuple[str, str | None, int | None, str | None]] = []
+        self.born: dict[str, str] = {}  # patient id -> earliest possible birth day
         self.deaths: list[tuple[str, str]] = []
         self.patient_urls: dict[str, str] = {}
         self.seen: set[tuple[str, str]] = set()
         self.resources: Counter[str] = Counter()
-        self.excluded: Counter[str] = Counter()
         self._rid: Any = None  # id of the resource being parsed
 
-    # -- files ------------------------------------------------------------------------
-
-    def read_file(self, path: Path) -> None:
-        self.files.append(path)
-        fi = len(self.files) - 1
-        name = path.name.lower()
-        opener = gzip.open if name.endswith(".gz") else open
-        try:
-            with opener(path, "rt", encoding="utf-8") as fh:
-                if name.endswith((".ndjson", ".ndjson.gz")):
-                    self._read_lines(fh, fi)
-                    return
-                text = fh.read()
-        except (OSError, UnicodeDecodeError, EOFError) as exc:
-            raise InputError(f"{path}: cannot read ({exc}); is it a FHIR JSON file?") from None
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if exc.msg == "Extra data" and text.lstrip().startswith("{"):
-                # NDJSON saved as .json: one resource per line.
-                self._read_lines(iter(text.splitlines()), fi)
-                return
-            raise InputError(
-                f"{path} line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})"
-            ) from None
-        if not isinstance(doc, dict):
-            raise InputError(
-                f"{path}: expected a JSON object (a Bundle or a resource), got {type(doc).__name__}"
-            )
-        if doc.get("resourceType") == "Bundle":
-            self._read_bundle(doc, fi, "")
-        else:
-            self.add(doc, fi, "resource")
-
-    def _read_lines(self, lines: Iterator[str], fi: int) -> None:
-        decode = _DECODER.decode
-        for no, line in enumerate(lines, start=1):
-            if not line or line.isspace():
-                continue
-            try:
-                res = decode(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"{self.files[fi]} line {no}: not valid JSON ({exc.msg} at column "
-                    f"{exc.colno}); each line of an NDJSON file must be one JSON resource"
-                ) from None
-            if not isinstance(res, dict):
-                raise InputError(
-                    f"{self.files[fi]} line {no}: expected a JSON object (a FHIR resource), "
-                    f"got {type(res).__name__}"
-                )
-            if res.get("resourceType") == "Bundle":
-                self._read_bundle(res, fi, f"line {no} ")
-            else:
-                self.add(res, fi, no)
-
-    def _read_bundle(self, bundle: dict[str, Any], fi: int, prefix: str) -> None:
-        entries = bundle.get("entry", [])
-        if not isinstance(entries, list):
-            raise InputError(f"{self.files[fi]} {prefix}Bundle.entry: expected a list of entries")
-        for i, entry in enumerate(entries):
-            where = f"{prefix}entry {i}"
-            if not isinstance(entry, dict):
-                raise InputError(
-                    f"{self.files[fi]} {where}: expected a JSON object, got {type(entry).__name__}"
-                )
-            res = entry.get("resource")
-            if res is None:
-                self.excluded["entry_without_resource"] += 1
-                continue
-            if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-                raise InputError(
-                    f"{self.files[fi]} {where}: resource must be a JSON object with a resourceType"
-                )
-            if res["resourceType"] == "Bundle":
-                self._read_bundle(res, fi, f"{where} > ")
-                continue
-            url = entry.get("fullUrl")
-            self.add(res, fi, where, url=url if isinstance(url, str) else None)
-
-    def where_text(self, fi: int, pos: int | str) -> str:
-        return f"{self.files[fi]} line {pos}" if isinstance(pos, int) else f"{self.files[fi]} {pos}"
+    def report(self, where: str, text: str, *, field: str, reason: str, what: str) -> None:
+        found = _Found(CHECKS.rules[field], reason, where, None, field, text=text, what=what)
+        CHECKS.report(
+            [found],
+            source=self.source,
+            on_error=self.on_error,
+            audit=self.audit,
+            counts={reason: 1},
+        )
 
     # -- resources --------------------------------------------------------------------
 
     def add(self, res: dict[str, Any], fi: int, pos: int | str, *, url: str | None = None) -> None:
         """Parse one resource; ``url`` is its Bundle entry's fullUrl."""
         rtype = res.get("resourceType")
-        if not isinstance(rtype, str):
-            raise InputError(
-                f"{self.where_text(fi, pos)}: no resourceType; expected a FHIR resource"
+        if not isinstance(rtype, str) or not rtype:
+            where = self.where_text(fi, pos)
+            self.report(
+                where,
+                f"{where}: no resourceType, so this is not a FHIR resource",
+                field="resourceType",
+                reason="not_a_resource",
+                what="resources",
             )
+            return
         self.resources[rtype] += 1
         rid = res.get("id")
         if isinstance(rid, str):
@@ -283,7 +274,7 @@ class _Parser:
         if rtype != "Patient" and _DOMAIN_OF[rtype] not in self.domains:
             self.excluded["domain_not_selected"] += 1
             return
-        if _entered_in_error(res):
+        if entered_in_error(res):
             self.excluded["entered_in_error"] += 1
             return
         n_before = len(self.ref)
@@ -299,24 +290,23 @@ class _Parser:
                 self._observation(res, fi, pos)
             else:
                 self._encounter(res, fi, pos)
-        except _Problem as p:
-            del self.ref[n_before:], self.domain[n_before:], self.vocab[n_before:]
-            del self.code[n_before:], self.date[n_before:], self.value[n_before:]
-            del self.unit[n_before:], self.where[n_before:], self.kind[n_before:]
-            del self.rid[n_before:]
+        except Problem as p:
+            for column in self._columns:
+                del column[n_before:]
             for k in [k for k in self.med_refs if k >= n_before]:
                 del self.med_refs[k]
             self.problem(p, fi, pos, rtype, rid)
 
-    def problem(self, p: _Problem, fi: int, pos: int | str, rtype: str, rid: Any) -> None:
+    def problem(self, p: Problem, fi: int, pos: int | str, rtype: str, rid: Any) -> None:
         """Raise, or with on_error skip count the resource as excluded for ``p.reason``."""
-        if self.on_error == "skip":
-            self.excluded[p.reason] += 1
-            return
         name = f"{rtype} {rid!r}" if isinstance(rid, str) else rtype
-        raise InputError(
-            f"{self.where_text(fi, pos)}: {name} {p.detail} (element {p.element}); fix the "
-            "resource, or set on_error: skip to leave such resources out"
+        where = self.where_text(fi, pos)
+        self.report(
+            where,
+            f"{where}: {name} {p.detail} (element {p.element})",
+            field=p.field,
+            reason=p.reason,
+            what="resources",
         )
 
     def _event(
@@ -327,16 +317,17 @@ class _Parser:
         *,
         ref: str,
         domain: str,
-        coding: tuple[str | None, str],
-        date: str,
+        code: tuple[str | None, str],
+        date: tuple[str, str],
         value: float = np.nan,
         unit: str | None = None,
     ) -> None:
         self.ref.append(ref)
         self.domain.append(domain)
-        self.vocab.append(coding[0])
-        self.code.append(coding[1])
-        self.date.append(date)
+        self.vocab.append(code[0])
+        self.code.append(code[1])
+        self.date_element.append(date[0])
+        self.date.append(date[1])
         self.value.append(value)
         self.unit.append(unit)
         self.where.append((fi, pos))
@@ -346,55 +337,53 @@ class _Parser:
     def _patient(self, res: dict[str, Any]) -> None:
         pid = res.get("id")
         if not isinstance(pid, str) or not pid:
-            raise _Problem("missing_id", "id", "has no id; patients are referred to by id")
+            raise Problem(
+                "missing_id", "id", "has no id; patients are referred to by id", field="id"
+            )
         gender = res.get("gender")
         sex = {"male": "M", "female": "F"}.get(gender) if isinstance(gender, str) else None
         year: int | None = None
         birth: str | None = None
+        floor: str | None = None
         raw = res.get("birthDate")
         if raw is not None:
-            m = _DATE.fullmatch(raw) if isinstance(raw, str) else None
-            if m is None:
-                raise _Problem(
-                    "invalid_date", "birthDate", f"has birthDate {raw!r}; expected YYYY-MM-DD"
-                )
-            year = int(m.group(1))
-            if m.group(3):
-                birth = _check_date(raw, "birthDate")
+            year, floor, full = birth_floor(raw, today=self.today)
+            birth = floor if full else None
         death = res.get("deceasedDateTime")
         if death is not None:
-            self.deaths.append((pid, _first_date(res, [("deceasedDateTime", death)])))
+            self.deaths.append((pid, first_date(res, [("deceasedDateTime", death)])[1]))
         self.persons.append((pid, sex, year, birth))
+        if floor is not None:
+            self.born[pid] = floor
 
     def _condition(self, res: dict[str, Any], fi: int, pos: int | str) -> None:
-        ref = _subject(res)
-        coding = _coding(res.get("code"), "code")
-        onset_period = res.get("onsetPeriod")
-        date = _first_date(
+        ref = subject(res)
+        code = coding(res.get("code"), "code")
+        date = first_date(
             res,
             [
                 ("onsetDateTime", res.get("onsetDateTime")),
-                ("onsetPeriod.start", _get(onset_period, "start")),
+                ("onsetPeriod.start", get(res.get("onsetPeriod"), "start")),
                 ("recordedDate", res.get("recordedDate")),
             ],
         )
-        self._event(fi, pos, "Condition", ref=ref, domain="condition", coding=coding, date=date)
+        self._event(fi, pos, "Condition", ref=ref, domain="condition", code=code, date=date)
 
     def _medication_request(self, res: dict[str, Any], fi: int, pos: int | str) -> None:
-        ref = _subject(res)
-        date = _first_date(res, [("authoredOn", res.get("authoredOn"))])
+        ref = subject(res)
+        date = first_date(res, [("authoredOn", res.get("authoredOn"))])
+        kind = "MedicationRequest"
         if "medicationCodeableConcept" in res:
-            coding = _coding(res["medicationCodeableConcept"], "medicationCodeableConcept")
-            self._event(
-                fi, pos, "MedicationRequest", ref=ref, domain="drug", coding=coding, date=date
-            )
+            code = coding(res["medicationCodeableConcept"], "medicationCodeableConcept")
+            self._event(fi, pos, kind, ref=ref, domain="drug", code=code, date=date)
             return
-        med = _get(res.get("medicationReference"), "reference")
+        med = get(res.get("medicationReference"), "reference")
         if not isinstance(med, str):
-            raise _Problem(
+            raise Problem(
                 "missing_code",
                 "medication[x]",
                 "has neither medicationCodeableConcept nor medicationReference.reference",
+                field="code",
             )
         if med.startswith("#"):
             for c in res.get("contained") or []:
@@ -403,110 +392,90 @@ class _Parser:
                     and c.get("resourceType") == "Medication"
                     and (c.get("id") == med[1:])
                 ):
-                    coding = _coding(c.get("code"), "contained Medication.code")
-                    self._event(
-                        fi,
-                        pos,
-                        "MedicationRequest",
-                        ref=ref,
-                        domain="drug",
-                        coding=coding,
-                        date=date,
-                    )
+                    code = coding(c.get("code"), "contained Medication.code")
+                    self._event(fi, pos, kind, ref=ref, domain="drug", code=code, date=date)
                     return
-            raise _Problem(
+            raise Problem(
                 "unresolved_medication",
                 "medicationReference",
                 f"refers to contained Medication {med!r}, which is not there",
+                field="code",
             )
         self.med_refs[len(self.ref)] = med
-        self._event(
-            fi, pos, "MedicationRequest", ref=ref, domain="drug", coding=(None, ""), date=date
-        )
+        self._event(fi, pos, kind, ref=ref, domain="drug", code=(None, ""), date=date)
 
     def _add_medication(self, res: dict[str, Any], url: str | None) -> None:
         try:
-            coding = _coding(res.get("code"), "code")
-        except _Problem:
+            code = coding(res.get("code"), "code")
+        except Problem:
             return  # a Medication without a code: requests referring to it fail to resolve
         if isinstance(res.get("id"), str):
-            self.medications[f"Medication/{res['id']}"] = coding
+            self.medications[f"Medication/{res['id']}"] = code
         if url is not None:
-            self.medications[url] = coding
+            self.medications[url] = code
 
     def _observation(self, res: dict[str, Any], fi: int, pos: int | str) -> None:
-        ref = _subject(res)
-        date = _first_date(
+        ref = subject(res)
+        date = first_date(
             res,
             [
                 ("effectiveDateTime", res.get("effectiveDateTime")),
-                ("effectivePeriod.start", _get(res.get("effectivePeriod"), "start")),
+                ("effectivePeriod.start", get(res.get("effectivePeriod"), "start")),
                 ("effectiveInstant", res.get("effectiveInstant")),
                 ("issued", res.get("issued")),
             ],
         )
         components = res.get("component")
+        parts: list[tuple[str, Any]] = [("", res)]
         if isinstance(components, list) and components and "valueQuantity" not in res:
-            for i, comp in enumerate(components):
-                if not isinstance(comp, dict):
-                    raise _Problem(
-                        "invalid_component", f"component[{i}]", "has a malformed component"
-                    )
-                coding = _coding(comp.get("code"), f"component[{i}].code")
-                value, unit = _quantity(comp.get("valueQuantity"), f"component[{i}].valueQuantity")
-                self._event(
-                    fi,
-                    pos,
-                    "Observation",
-                    ref=ref,
-                    domain="measurement",
-                    coding=coding,
-                    date=date,
-                    value=value,
-                    unit=unit,
+            parts = [(f"component[{i}].", comp) for i, comp in enumerate(components)]
+        for prefix, part in parts:
+            if not isinstance(part, dict):
+                raise Problem(
+                    "invalid_component",
+                    prefix.rstrip("."),
+                    "has a malformed component",
+                    field="component",
                 )
-            return
-        coding = _coding(res.get("code"), "code")
-        value, unit = _quantity(res.get("valueQuantity"), "valueQuantity")
-        self._event(
-            fi,
-            pos,
-            "Observation",
-            ref=ref,
-            domain="measurement",
-            coding=coding,
-            date=date,
-            value=value,
-            unit=unit,
-        )
+            code = coding(part.get("code"), f"{prefix}code")
+            value, unit = quantity(part.get("valueQuantity"), f"{prefix}valueQuantity")
+            self._event(
+                fi,
+                pos,
+                "Observation",
+                ref=ref,
+                domain="measurement",
+                code=code,
+                date=date,
+                value=value,
+                unit=unit,
+            )
 
     def _encounter(self, res: dict[str, Any], fi: int, pos: int | str) -> None:
-        ref = _subject(res)
+        ref = subject(res)
         cls = res.get("class")
         code: Any = None
         if isinstance(cls, dict):  # R4: a Coding
             code = cls.get("code")
         elif isinstance(cls, list):  # R5: a list of CodeableConcept
             for cc in cls:
-                for c in _get(cc, "coding") or []:
+                for c in get(cc, "coding") or []:
                     if isinstance(c, dict) and isinstance(c.get("code"), str):
                         code = c["code"]
                         break
                 if code is not None:
                     break
         if not isinstance(code, str) or not code:
-            raise _Problem("missing_class", "class.code", "has no class code (IMP, AMB, EMER)")
+            raise Problem(
+                "missing_class",
+                "class.code",
+                "has no class code (IMP, AMB, EMER)",
+                field="class",
+            )
         period = res.get("period", res.get("actualPeriod"))
-        date = _first_date(res, [("period.start", _get(period, "start"))])
-        self._event(
-            fi,
-            pos,
-            "Encounter",
-            ref=ref,
-            domain="visit",
-            coding=("Visit", VISIT_CODES.get(code, code)),
-            date=date,
-        )
+        date = first_date(res, [("period.start", get(period, "start"))])
+        visit = ("Visit", VISIT_CODES.get(code, code))
+        self._event(fi, pos, "Encounter", ref=ref, domain="visit", code=visit, date=date)
 
     # -- the end ----------------------------------------------------------------------
 
@@ -514,27 +483,38 @@ class _Parser:
         keep = np.ones(len(self.ref), dtype=bool)
         failed: set[tuple[int, int | str]] = set()  # resources already reported
 
-        def fail(i: int, p: _Problem) -> None:
+        def fail(i: int, p: Problem) -> None:
             keep[i] = False
             if self.where[i] not in failed:
                 failed.add(self.where[i])
                 self.problem(p, *self.where[i], self.kind[i], self.rid[i])
 
         for i, med in self.med_refs.items():
-            coding = self.medications.get(med)
-            if coding is None:
+            code = self.medications.get(med)
+            if code is None:
                 detail = f"refers to {med!r}, which is not a Medication with a code in the input"
-                fail(i, _Problem("unresolved_medication", "medicationReference", detail))
+                fail(
+                    i, Problem("unresolved_medication", "medicationReference", detail, field="code")
+                )
             else:
-                self.vocab[i], self.code[i] = coding
+                self.vocab[i], self.code[i] = code
         pids = [self._resolve(r) for r in self.ref]
         for i, pid in enumerate(pids):
-            if pid is None and self.where[i] not in failed:
+            if self.where[i] in failed:
+                continue
+            if pid is None:
                 detail = (
                     f"has subject {self.ref[i]!r}, which is not a Patient reference "
                     "(Patient/<id>) or the fullUrl of a Patient in the same input"
                 )
-                fail(i, _Problem("unresolved_subject", "subject.reference", detail))
+                fail(i, Problem("unresolved_subject", "subject.reference", detail, field="subject"))
+            elif pid in self.born and self.date[i] < self.born[pid]:
+                element = self.date_element[i]
+                detail = (
+                    f"has {element} {self.date[i]}, before the birth of Patient {pid!r} "
+                    "(its birthDate is not shown: it identifies a person)"
+                )
+                fail(i, Problem("record_before_birth", element, detail, field="date"))
         # Every event of a resource that failed goes (the other components of a panel).
         if failed:
             keep &= np.array([w not in failed for w in self.where], dtype=bool)
@@ -559,7 +539,8 @@ class _Parser:
         persons["birth_date"] = pd.to_datetime(persons["birth_date"], format="%Y-%m-%d").dt.date
         deaths = pd.DataFrame(self.deaths, columns=["patient_id", "death_date"])
         deaths["death_date"] = pd.to_datetime(deaths["death_date"], format="%Y-%m-%d").dt.date
-        return FhirEvents(events, persons, deaths, self.resources, self.excluded, list(self.files))
+        excluded = self.excluded + self.audit.source(self.source).excluded
+        return FhirEvents(events, persons, deaths, self.resources, excluded, list(self.files))
 
     def _resolve(self, ref: str) -> str | None:
         ref = _HISTORY.sub("", ref)
@@ -573,123 +554,16 @@ class _Parser:
         return None
 
 
-def _entered_in_error(res: dict[str, Any]) -> bool:
-    if res.get("status") == "entered-in-error":
-        return True
-    for c in _get(res.get("verificationStatus"), "coding") or []:
-        if isinstance(c, dict) and c.get("code") == "entered-in-error":
-            return True
-    return False
-
-
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, dict) else None
-
-
-def _subject(res: dict[str, Any]) -> str:
-    ref = _get(res.get("subject"), "reference")
-    if not isinstance(ref, str) or not ref:
-        raise _Problem(
-            "missing_subject", "subject.reference", "has no subject reference to its Patient"
-        )
-    return ref
-
-
-def vocabulary(system: str) -> str:
-    """The vocabulary id of a FHIR code system URI (last path segment if not a known one)."""
-    if system in VOCABULARIES:
-        return VOCABULARIES[system]
-    tail = system.rstrip("/").rsplit("/", 1)[-1]
-    return tail if "/" in system and tail else system
-
-
-def _coding(concept: Any, element: str) -> tuple[str | None, str]:
-    """(vocabulary, code) of the coding chosen from a CodeableConcept."""
-    best: tuple[str | None, str] | None = None
-    for c in _get(concept, "coding") or []:
-        code = _get(c, "code")
-        if not isinstance(code, str) or not code:
-            continue
-        system = c.get("system")
-        vocab = vocabulary(system) if isinstance(system, str) and system else None
-        if vocab in _STANDARD:
-            return vocab, code
-        if best is None:
-            best = (vocab, code)
-    if best is None:
-        raise _Problem("missing_code", element, "has no coding with a code")
-    return best
-
-
-def _quantity(q: Any, element: str) -> tuple[float, str | None]:
-    if q is None:
-        return np.nan, None
-    value = _get(q, "value")
-    if value is None:
-        return np.nan, None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Problem(
-            "invalid_value", f"{element}.value", f"has value {value!r}; expected a number"
-        )
-    unit = q.get("code") if isinstance(q.get("code"), str) else q.get("unit")
-    return float(value), unit if isinstance(unit, str) else None
-
-
-def _first_date(res: dict[str, Any], candidates: list[tuple[str, Any]]) -> str:
-    """The first present of ``candidates`` (element, value) as YYYY-MM-DD."""
-    for element, raw in candidates:
-        if raw is None:
-            continue
-        m = _DATE.match(raw) if isinstance(raw, str) else None
-        if m is None or not m.group(3):
-            raise _Problem(
-                "invalid_date",
-                element,
-                f"has {element} {raw!r}; expected a full date (YYYY-MM-DD[Thh:mm:ss...])",
-            )
-        return _check_date(m.group(0), element)
-    names = " or ".join(e for e, _ in candidates)
-    raise _Problem("missing_date", candidates[0][0], f"has no date ({names})")
-
-
-def _check_date(text: str, element: str) -> str:
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        raise _Problem(
-            "invalid_date", element, f"has {element} {text!r}, not a calendar date"
-        ) from None
-    return text
-
-
-def fhir_files(path: Path) -> list[Path]:
-    """The FHIR files at ``path``: the file itself, or a folder's .ndjson / .json files."""
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise InputError(
-            f"{path}: FHIR path not found; give a folder of .ndjson/.json files or one file"
-        )
-    files = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and p.name.lower().endswith(_SUFFIXES) and not p.name.startswith(".")
-    )
-    if not files:
-        raise InputError(
-            f"{path}: no FHIR files (.ndjson or Bundle .json, optionally .gz) in this folder"
-        )
-    return files
-
-
 def parse_fhir(
     path: Path,
     *,
     domains: list[Domain] | tuple[Domain, ...] = DOMAINS,
     on_error: Literal["raise", "skip"] = "raise",
+    source: str = "fhir",
 ) -> FhirEvents:
-    """Parse the FHIR files at ``path`` into the event model (see the module docstring)."""
-    parser = _Parser(domains=set(domains), on_error=on_error)
+    """Parse the FHIR files at ``path`` into the event model (see the module docstring);
+    ``source`` names the source in messages."""
+    parser = _Parser(domains=set(domains), on_error=on_error, source=source)
     for f in fhir_files(path):
         parser.read_file(f)
     return parser.finish()
@@ -705,6 +579,7 @@ def open_fhir(
     *,
     domains: tuple[Domain, ...] | list[Domain] = DOMAINS,
     on_error: Literal["raise", "skip"] = "raise",
+    source: str = "fhir",
 ) -> tuple[SqlEngine, FhirEvents]:
     """An in-memory DuckDB session holding the FHIR input as the event model.
 
@@ -714,7 +589,7 @@ def open_fhir(
     it after use) and what was parsed.
     """
     path = Path(path)
-    parsed = parse_fhir(path, domains=domains, on_error=on_error)
+    parsed = parse_fhir(path, domains=domains, on_error=on_error, source=source)
     engine = SqlEngine.duckdb(label=f"FHIR input {str(path)!r}")
     try:
         # register() casts each relation to the event model's schema (ehr_sql.SCHEMAS).
@@ -750,7 +625,9 @@ def read_fhir(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
     """
     if not isinstance(spec, FhirSpec):
         raise TypeError(f"read_fhir needs a FhirSpec, got {type(spec).__name__}")
-    engine, parsed = open_fhir(ctx.resolve(spec.path), domains=spec.domains, on_error=spec.on_error)
+    engine, parsed = open_fhir(
+        ctx.resolve(spec.path), domains=spec.domains, on_error=spec.on_error, source=spec.name
+    )
     with engine:
         block = ehr_block(engine, spec, ctx)
     ctx.audit.read(spec.name, sum(parsed.excluded.values()))
