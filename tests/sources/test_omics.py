@@ -83,7 +83,7 @@ def test_expression_tables_both_orientations(tmp_path: Path) -> None:
     [
         (
             lambda p: pd.DataFrame({"id": ["a"], "TP53": ["high"]}).to_csv(p, index=False),
-            r"value 'high' at row 'a', column 'TP53' is not a number",
+            r"m.csv line 2 \(sample 'a'\), column 'TP53': expression 'high' is not a number",
         ),
         (
             lambda p: pd.DataFrame({"id": ["a"], "TP53": [1], "tp53": [2]}).to_csv(p, index=False),
