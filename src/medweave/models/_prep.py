@@ -21,6 +21,7 @@ from medweave.errors import InputError
 from medweave.models._prep_sequence import fit_sequence, sequence_inputs
 from medweave.preprocess import OmicsTransformer
 from medweave.preprocess.impute import apply_iterative, fit_iterative
+from medweave.preprocess.omics import SCALES
 
 __all__ = [
     "ModalityPrep",
@@ -46,10 +47,13 @@ class ModalityPrep:
     z-scoring, and for missing values either median imputation with missing-value indicators
     for features that were ever missing in training (``median``) or their conditional
     expectation given the patient's other features (``iterative``:
-    :mod:`medweave.preprocess.impute`, no indicators); omics: log1p, top-variance genes,
-    z-scoring; then, with ``components``, the whitened scores on the training patients' top
-    principal components (a latent state that shows in many correlated features — severity
-    in labs and visits, a gene module — becomes a few inputs instead of hundreds); image:
+    :mod:`medweave.preprocess.impute`, no indicators); omics: log1p of counts and linear
+    values (not of log values: the scale the source declared or detected,
+    ``block.meta["scale"]``, kept in ``config`` so a bundle does the same), top-variance
+    genes, z-scoring; then, with ``components``, the whitened scores on the training
+    patients' top principal components (a latent state that shows in many correlated
+    features — severity in labs and visits, a gene module — becomes a few inputs instead of
+    hundreds); image:
     :func:`medweave.sources.imaging.load_image` at ``image_size``; sequence: see
     :mod:`medweave.models._prep_sequence` (a vocabulary, per-code value scaling, the
     ``sequence_max_len`` most recent events).
@@ -165,8 +169,11 @@ class ModalityPrep:
         x = block.x[train].astype(np.float64)
         _at_least_two(block, train)
         if block.kind == "omics":
-            t = OmicsTransformer(n_top=omics_top_genes).fit(np.nan_to_num(x, nan=0.0))
+            scale, log1p = _omics_scale(block, x)
+            t = OmicsTransformer(n_top=omics_top_genes, log1p=log1p)
+            t.fit(np.nan_to_num(x, nan=0.0))
             prep.arrays = {"genes": t.genes_, "mean": t.mean_, "scale": t.scale_}
+            prep.config = {"expression_scale": scale, "log1p": log1p}
             return prep
         observed = ~np.isnan(x)
         logged = _skewed(x)
@@ -228,7 +235,9 @@ class ModalityPrep:
             return self._images(block)
         a = self.arrays
         if self.kind == "omics":
-            data = np.log1p(np.clip(np.nan_to_num(x, nan=0.0), 0, None))
+            data = np.nan_to_num(x, nan=0.0)
+            if self._omics_log1p(block):
+                data = np.log1p(np.clip(data, 0, None))
             out = (data[:, a["genes"].astype(int)] - a["mean"]) / a["scale"]
         else:
             observed = ~np.isnan(x)
@@ -250,6 +259,22 @@ class ModalityPrep:
             out = np.concatenate([out[:, passthrough], pcs], axis=1)
         out[~present] = 0.0
         return torch.from_numpy(np.nan_to_num(out).astype(np.float32))
+
+    def _omics_log1p(self, block: ModalityBlock) -> bool:
+        """Whether expression is log1p-transformed, as at fit (bundles from before the
+        scale was stored: yes); a cohort whose expression is on a log scale where the
+        training data was not (or the other way round) is an error, not a silent shift."""
+        log1p = bool(self.config.get("log1p", True))
+        scale = block.meta.get("scale")
+        trained = self.config.get("expression_scale")
+        if scale in SCALES and trained in SCALES and (scale == "log") != (trained == "log"):
+            how = "detected" if block.meta.get("scale_detected") else "declared"
+            raise InputError(
+                f"modality {self.name!r}: the model was trained on expression on a {trained} "
+                f"scale, this cohort's is on a {scale} scale ({how}); declare scale: "
+                f"{trained} in its source if that is what the values are, or convert them"
+            )
+        return log1p
 
     def _check_kind(self, block: ModalityBlock) -> None:
         if block.kind != self.kind:
@@ -318,6 +343,24 @@ def _at_least_two(block: ModalityBlock, train: np.ndarray) -> None:
             f"modality {block.name!r}: only {len(train)} training patients have it; "
             "need at least 2 to fit its preprocessing"
         )
+
+
+def _omics_scale(block: ModalityBlock, x: np.ndarray) -> tuple[str, bool]:
+    """The expression scale the source declared or detected (``block.meta["scale"]``), and
+    whether it takes a log1p (counts and linear values do, log values do not). A block
+    from before the declaration gets log1p unless it holds negative values (log scale)."""
+    scale = block.meta.get("scale")
+    negative = bool(np.nanmin(x, initial=0.0) < 0)
+    if scale not in SCALES:
+        scale = "log" if negative else "linear"
+    log1p = scale != "log"
+    if log1p and negative:
+        raise InputError(
+            f"modality {block.name!r}: expression has negative values, but its scale is "
+            f"{scale} (log1p needs values >= 0); declare scale: log in its source if the "
+            "values are log-scaled"
+        )
+    return str(scale), log1p
 
 
 def _skewed(x: np.ndarray) -> np.ndarray:
