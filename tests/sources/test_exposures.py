@@ -118,3 +118,106 @@ def test_synthetic_exposures_match_truth(cohort_dir: Path) -> None:
     assert set(block.ids) == set(truth.index[truth["has_environment"]])
     got = pd.Series(block.x[:, block.feature_names.index("pm25:mean_365d")], index=block.ids)
     np.testing.assert_allclose(got, truth.loc[block.ids, "pm25_mean_365d"], rtol=1e-4)
+
+
+def _csv_source(tmp_path: Path, *, edit: dict[tuple[int, str], str] | None = None) -> None:
+    """exp.csv (two zip codes x 100 days, numbers written as text, a text column) and
+    loc.csv; ``edit`` sets cells (row, column) of exp.csv."""
+    days = pd.date_range("2020-01-01", periods=100).strftime("%Y-%m-%d")
+    rows = [
+        {"zip": z, "date": d, "pm25": f"{10 * (k + 1) + i % 3}", "station": "north", "t": "-5"}
+        for k, z in enumerate(("02139", "01002"))
+        for i, d in enumerate(days)
+    ]
+    frame = pd.DataFrame(rows, dtype=object)
+    for (row, col), value in (edit or {}).items():
+        frame.loc[row, col] = value
+    frame.to_csv(tmp_path / "exp.csv", index=False)
+    pd.DataFrame({"patient_id": ["a", "b"], "location": ["02139", "01002"]}).to_csv(
+        tmp_path / "loc.csv", index=False
+    )
+
+
+def _csv_ctx(tmp_path: Path) -> ReadContext:
+    index = pd.DataFrame(
+        {"patient_id": ["a", "b"], "index_date": pd.to_datetime(["2020-04-01", "2020-04-01"])}
+    )
+    return _ctx(tmp_path, index)
+
+
+def test_csv_numbers_are_variables_and_text_columns_are_not(tmp_path: Path) -> None:
+    _csv_source(tmp_path)
+    block = _read(
+        {
+            "path": "exp.csv",
+            "locations": "loc.csv",
+            "windows_days": [30],
+            "thresholds": {"pm25": 20},
+        },
+        _csv_ctx(tmp_path),
+    )
+    assert block.meta["variables"] == ["pm25", "t"]  # not 'station' (text)
+    feats = pd.DataFrame(block.x, index=block.ids, columns=block.feature_names)
+    assert feats.loc["b", "pm25:days_above_20_30d"] == 20  # 21 on a third of the 30 days
+    assert feats.loc["a", "t:mean_30d"] == pytest.approx(-5.0)  # no default range for 't'
+
+
+def test_text_in_a_mostly_numeric_column_is_a_value_error(tmp_path: Path) -> None:
+    _csv_source(tmp_path, edit={(3, "pm25"): "high", (7, "pm25"): "-1"})
+    with pytest.raises(InputError, match=r"exp.csv line 5: pm25 'high' is not a number"):
+        _read({"path": "exp.csv", "locations": "loc.csv"}, _csv_ctx(tmp_path))
+    ctx = _csv_ctx(tmp_path)
+    _read({"path": "exp.csv", "locations": "loc.csv", "on_error": "skip"}, ctx)
+    src = ctx.audit.sources["env"]
+    assert src.excluded["pm25:not_a_number"] == 1
+    assert src.excluded["pm25:out_of_range"] == 1
+    assert src.rows_used + sum(src.excluded.values()) == src.rows_read == 200
+
+
+def test_default_ranges_go_by_the_normalised_name_and_ranges_replace_them(tmp_path: Path) -> None:
+    _csv_source(tmp_path, edit={(3, "pm25"): "-1"})
+    frame = pd.read_csv(tmp_path / "exp.csv", dtype=str).rename(columns={"pm25": "PM2.5"})
+    frame.to_csv(tmp_path / "exp.csv", index=False)
+    with pytest.raises(InputError, match=r"line 5: PM2.5 '-1' is out of range; expected .*>= 0"):
+        _read({"path": "exp.csv", "locations": "loc.csv"}, _csv_ctx(tmp_path))
+    spec = {"path": "exp.csv", "locations": "loc.csv", "ranges": {"PM2.5": [-2, None]}}
+    assert _read(spec, _csv_ctx(tmp_path)).ids == ["a", "b"]
+    with pytest.raises(InputError, match=r"line 2: t '-5' is out of range; expected a number "):
+        _read({**spec, "ranges": {"t": [0, 50]}}, _csv_ctx(tmp_path))
+    with pytest.raises(InputError, match=r"ranges for 'pm10', which is not among the variables"):
+        _read({**spec, "ranges": {"pm10": [0, 1]}}, _csv_ctx(tmp_path))
+    with pytest.raises(InputError, match=r"ranges for 't' is \[5, 1\]"):
+        _read({**spec, "ranges": {"t": [5, 1]}}, _csv_ctx(tmp_path))
+
+
+def test_a_doubled_day_is_left_out_whole_under_skip(small: ReadContext, tmp_path: Path) -> None:
+    frame = pd.read_parquet(tmp_path / "exp.parquet")
+    pd.concat([frame, frame.iloc[:1]]).to_parquet(tmp_path / "dup.parquet")
+    _read({"path": "dup.parquet", "locations": "loc.csv", "on_error": "skip"}, small)
+    assert small.audit.sources["env"].excluded["duplicate_location_date"] == 2
+
+
+def test_integer_zip_codes_name_the_cause_or_are_padded(tmp_path: Path) -> None:
+    _csv_source(tmp_path)
+    frame = pd.read_csv(tmp_path / "exp.csv", dtype={"zip": int, "pm25": float, "t": float})
+    frame.to_parquet(tmp_path / "exp.parquet")  # zip 2139: its leading zero is gone
+    with pytest.raises(InputError) as err:
+        _read({"path": "exp.parquet", "locations": "loc.csv"}, _csv_ctx(tmp_path))
+    message = str(err.value)
+    assert "no cohort patient's location is in the exposure table" in message
+    assert "'01002', '02139'" in message and "'1002', '2139'" in message
+    assert "leading zeros: set location_digits: 5" in message
+    assert "'a'" not in message  # no patient id next to the codes
+    ctx = _csv_ctx(tmp_path)
+    block = _read({"path": "exp.parquet", "locations": "loc.csv", "location_digits": 5}, ctx)
+    assert block.ids == ["a", "b"]
+    assert block.meta["locations_normalised"] == {"exposure_rows": 200, "locations": 0}
+
+
+def test_no_patient_with_a_location(tmp_path: Path) -> None:
+    _csv_source(tmp_path)
+    pd.DataFrame({"patient_id": ["a", "b"], "location": [None, None]}).to_csv(
+        tmp_path / "loc.csv", index=False
+    )
+    with pytest.raises(InputError, match=r"no patient of .*loc.csv has a location"):
+        _read({"path": "exp.csv", "locations": "loc.csv"}, _csv_ctx(tmp_path))

@@ -435,6 +435,7 @@ def _link(
         frame = frame[~unknown]
     frame = frame.dropna().drop_duplicates(["patient_id", "location"])
     several = frame["patient_id"].duplicated(keep=False)
+    n_several = 0
     if several.any():
         second = frame[frame["patient_id"].duplicated(keep="first")].iloc[0]
         if spec.on_error == "raise":
@@ -443,8 +444,8 @@ def _link(
                 f"second, different location; give each patient one home location, or set "
                 f"on_error: skip in source {spec.name!r} to leave such patients out"
             )
-        doubled = set(frame["patient_id"][several])
-        ctx.audit.missing(spec.name, "several_home_locations", len(doubled & ids))
+        n_several = len(set(frame["patient_id"][several]) & ids)
+        ctx.audit.missing(spec.name, "several_home_locations", n_several)
         frame = frame[~several]
     pts = cohort.merge(frame[["patient_id", "location"]], on="patient_id", how="inner")
     if pts.empty:
@@ -469,7 +470,7 @@ def _link(
             spec.name,
             int((~pts["location"].isin(known)).sum()),
         )
-    ctx.audit.missing(spec.name, "no_home_location", len(cohort) - len(pts))
+    ctx.audit.missing(spec.name, "no_home_location", len(cohort) - len(pts) - n_several)
     ctx.audit.missing(spec.name, "location_not_in_exposures", len(pts) - len(pts_ok))
     return pts_ok
 
@@ -488,8 +489,9 @@ def _hint(spec: ExposureSpec, patients: list[str], table: set[str]) -> str:
             left, _ = _pad(pd.Series(patients, dtype=object), n)
             right, _ = _pad(pd.Series(sorted(table), dtype=object), n)
             if set(left) & set(right):
+                plus4 = any(re.match(r"^\d+-\d{4}$", v) for v in [*patients, *table])
                 return (
-                    f"the codes differ in leading zeros or ZIP+4 suffixes: set "
+                    f"the codes differ in {'ZIP+4 suffixes' if plus4 else 'leading zeros'}: set "
                     f"location_digits: {n} in source {spec.name!r} to compare them as "
                     f"{n}-digit codes"
                 )
