@@ -324,6 +324,11 @@ def _refuse_missing_pixels(ds: Dataset, path: Path) -> None:
     tags only images carry (Rows, ImageType). A file holding its file meta header and no
     data set at all is cut short too, whatever its SOP class.
     """
+    if len(ds) == 0:
+        raise FileProblem(
+            path,
+            "holds only its file meta header, no data set (is the file truncated?)",
+        )
     sop = _sop_class(ds)
     if "Rows" in ds:
         why = "tag Rows is there"
@@ -331,11 +336,6 @@ def _refuse_missing_pixels(ds: Dataset, path: Path) -> None:
         why = f"SOPClassUID is {sop.name}"
     elif "ImageType" in ds:
         why = "tag ImageType is there"
-    elif len(ds) == 0:
-        raise FileProblem(
-            path,
-            "holds only its file meta header, no data set (is the file truncated?)",
-        )
     else:
         return
     raise FileProblem(

@@ -34,6 +34,7 @@ __all__ = [
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 Intensity = Literal["zscore", "window", "minmax"]
 _INTENSITIES = ("zscore", "window", "minmax")
+_CHUNK = 1 << 22  # bytes read at a time when a NIfTI file is read through
 _GREY_MODES = ("L", "I", "F", "I;16", "I;16B", "I;16L", "I;16N")
 
 
@@ -83,7 +84,7 @@ def _read_through(
     size = dtype.itemsize
     pos, carry = 0, b""
     with gzip.open(path, "rb") if gz else path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
+        while chunk := fh.read(_CHUNK):
             start, pos = pos, pos + len(chunk)
             lo, hi = max(offset - start, 0), min(offset + nbytes - start, len(chunk))
             if values is None or lo >= hi:
