@@ -221,3 +221,18 @@ def test_no_patient_with_a_location(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match=r"no patient of .*loc.csv has a location"):
         _read({"path": "exp.csv", "locations": "loc.csv"}, _csv_ctx(tmp_path))
+
+
+def test_a_zip_code_missing_its_leading_zero_is_counted_and_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _csv_source(tmp_path)
+    pd.DataFrame({"patient_id": ["a", "b"], "location": ["2139", "01002"]}).to_csv(
+        tmp_path / "loc.csv", index=False
+    )
+    ctx = _csv_ctx(tmp_path)
+    with caplog.at_level("WARNING", logger="medweave.sources"):
+        block = _read({"path": "exp.csv", "locations": "loc.csv"}, ctx)
+    assert block.ids == ["b"]
+    assert ctx.audit.sources["env"].patients_missing == {"location_not_in_exposures": 1}
+    assert "would be with location_digits set" in caplog.text
