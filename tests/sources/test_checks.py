@@ -87,6 +87,23 @@ def test_skip_drops_rows_and_counts_reasons(checks: ValueChecks) -> None:
     assert numbers["age"][0] == 40 and np.isnan(numbers["age"][1])
 
 
+def test_a_row_is_counted_once_under_its_first_broken_column(checks: ValueChecks) -> None:
+    audit = Audit()
+    cols = {"age": ["-1", "1"], "count": ["x", "y"]}
+    _, keep = checks.apply(cols, source="s", on_error="skip", audit=audit, locate=_where)
+    assert not keep.any()
+    assert dict(audit.source("s").excluded) == {"age:out_of_range": 1, "count:not_a_number": 1}
+
+
+def test_with_rules_overrides_for_one_read_without_declaring(checks: ValueChecks) -> None:
+    wider = checks.with_rules([Rule("age", "years between 0 and 200", min=0, max=200)])
+    _, keep = wider.apply(
+        {"age": ["150"]}, source="s", on_error="raise", audit=Audit(), locate=_where
+    )
+    assert keep.all() and checks.rule("age").max == 125
+    assert DECLARED["test-reader"] == [checks]
+
+
 def test_inactive_rows_are_not_checked(checks: ValueChecks) -> None:
     audit = Audit()
     _, keep = checks.apply(

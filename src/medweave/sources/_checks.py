@@ -181,14 +181,21 @@ def _show(value: Any) -> str:
 class ValueChecks:
     """The value checks of one reader, by field; registered in :data:`DECLARED`."""
 
-    def __init__(self, reader: str, rules: Iterable[Rule]) -> None:
+    def __init__(self, reader: str, rules: Iterable[Rule], *, declare: bool = True) -> None:
         self.reader = reader
         self.rules: dict[str, Rule] = {}
         for rule in rules:
             if rule.field in self.rules:
                 raise ValueError(f"{reader}: two rules for field {rule.field!r}")
             self.rules[rule.field] = rule
-        DECLARED.setdefault(reader, []).append(self)
+        if declare:
+            DECLARED.setdefault(reader, []).append(self)
+
+    def with_rules(self, rules: Iterable[Rule]) -> ValueChecks:
+        """These checks with ``rules`` added or replacing those of the same field, for one
+        read (a spec's own ranges); the copy is not declared again."""
+        merged = {**self.rules, **{r.field: r for r in rules}}
+        return ValueChecks(self.reader, merged.values(), declare=False)
 
     def rule(self, field: str) -> Rule:
         """The rule of ``field``, else the catch-all ``"*"`` rule."""
@@ -244,6 +251,8 @@ class ValueChecks:
                     Violation(rule, str(problem[first]), locate(first), raw_values[first], column),
                 )
             )
+            # A row is counted once, under the first of its columns that broke a rule.
+            rows = rows[keep[rows]]
             keep[rows] = False
             for p in np.unique(problem[rows].astype(str)):
                 reason = rule.audit_reason(p, column)
