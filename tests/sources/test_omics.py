@@ -130,3 +130,81 @@ def test_synthetic_expression(cohort_dir: Path) -> None:
     truth = pd.read_parquet(cohort_dir / "truth" / "patients.parquet")
     assert set(block.ids) == set(truth.loc[truth["has_omics"], "patient_id"])
     assert block.n_features == 1200 and audit.sources["rna"].excluded == {}
+
+
+def _h5ad(path: Path, x: np.ndarray, ids: list[str], **obs: list[str]) -> None:
+    frame = pd.DataFrame(obs, index=[f"s{i}" for i in range(len(ids))]).assign(pid=ids)
+    genes = pd.DataFrame(index=[f"G{j}" for j in range(x.shape[1])])
+    ad.AnnData(x.astype(np.float32), obs=frame, var=genes).write_h5ad(path)
+
+
+@pytest.mark.parametrize(
+    ("transform", "scale"),
+    [
+        (lambda x: x, "linear"),
+        (np.log2, "log"),  # negative values
+        (np.log1p, "log"),
+        (np.round, "counts"),
+    ],
+)
+def test_scale_is_detected_and_said_in_the_meta(tmp_path: Path, transform, scale: str) -> None:
+    x = transform(np.random.default_rng(0).lognormal(3, 1.5, (3, 50)))
+    _h5ad(tmp_path / "x.h5ad", x, ["a", "b", "c"])
+    block, _ = _read("h5ad", {"path": "x.h5ad", "id_key": "pid"}, tmp_path)
+    assert block.meta["scale"] == scale and block.meta["scale_detected"] is True
+    assert block.meta["scale_evidence"]
+
+
+def test_a_declared_scale_is_kept_and_checked(tmp_path: Path) -> None:
+    x = np.log2(np.random.default_rng(0).lognormal(3, 1.5, (3, 50)))
+    _h5ad(tmp_path / "x.h5ad", x, ["a", "b", "c"])
+    block, _ = _read("h5ad", {"path": "x.h5ad", "id_key": "pid", "scale": "log"}, tmp_path)
+    assert block.meta["scale"] == "log" and block.meta["scale_detected"] is False
+    with pytest.raises(InputError, match=r"x.h5ad obs row \d \(sample 's\d'\), gene 'G\d+'"):
+        _read("h5ad", {"path": "x.h5ad", "id_key": "pid", "scale": "linear"}, tmp_path)
+
+
+def test_skip_leaves_a_bad_sample_out_and_uses_an_older_good_one(tmp_path: Path) -> None:
+    x = np.random.default_rng(1).lognormal(3, 1, (5, 4))
+    x[1, 2] = np.inf  # a's latest sample
+    x[3] = 0.0  # b's only sample: no information
+    dates = ["2020-01-01", "2020-01-05", "2019-12-01", "2020-01-02", "2020-02-01"]
+    _h5ad(tmp_path / "x.h5ad", x, ["a", "a", "c", "b", "c"], when=dates)
+    spec = {"path": "x.h5ad", "id_key": "pid", "date_key": "when", "on_error": "skip"}
+    block, audit = _read("h5ad", spec, tmp_path)
+    assert block.ids == ["a", "c"]
+    np.testing.assert_allclose(block.x[0], x[0].astype(np.float32))
+    src = audit.sources["rna"]
+    assert src.excluded == {"expression:non_finite": 1, "no_information": 1, "after_index": 1}
+    assert src.patients_missing == {"no_usable_sample": 1}
+    assert src.rows_read == 5 and src.rows_used == 2
+
+
+def test_an_all_zero_sample_is_left_out_with_a_warning_under_raise(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    x = np.random.default_rng(2).lognormal(3, 1, (3, 4))
+    x[2] = 0.0
+    _h5ad(tmp_path / "x.h5ad", x, ["a", "b", "c"])
+    block, audit = _read("h5ad", {"path": "x.h5ad", "id_key": "pid"}, tmp_path)
+    assert block.ids == ["a", "b"] and audit.sources["rna"].excluded == {"no_information": 1}
+    assert "obs row 3 (sample 's2'): sample holds no information" in caplog.text
+
+
+def test_samples_outside_the_lookback_are_not_presence(tmp_path: Path) -> None:
+    x = np.random.default_rng(3).lognormal(3, 1, (2, 4))
+    _h5ad(tmp_path / "x.h5ad", x, ["a", "b"], when=["2018-01-01", "2020-01-01"])
+    block, audit = _read("h5ad", {"path": "x.h5ad", "id_key": "pid", "date_key": "when"}, tmp_path)
+    assert block.ids == ["b"]
+    assert audit.sources["rna"].excluded == {"before_lookback": 1}
+    assert audit.sources["rna"].patients_missing == {"no_sample_in_window": 1}
+
+
+def test_parquet_expression_table_is_checked_too(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"id": ["a", "b"], "TP53": [1.0, np.inf], "EGFR": [2.0, 3.0]})
+    frame.to_parquet(tmp_path / "m.parquet")
+    spec = {"path": "m.parquet", "orientation": "samples_as_rows", "id_column": "id"}
+    with pytest.raises(InputError, match=r"m.parquet row 2 \(sample 'b'\), column 'TP53'"):
+        _read("expression_table", spec, tmp_path)
+    block, audit = _read("expression_table", {**spec, "on_error": "skip"}, tmp_path)
+    assert block.ids == ["a"] and audit.sources["rna"].excluded == {"expression:non_finite": 1}

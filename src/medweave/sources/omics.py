@@ -78,7 +78,7 @@ _EXPRESSION = {
 _PATIENT = Rule("patient_id", "a patient id for every sample", required=True)
 _SAMPLE = Rule(
     "sample",
-    "a sample whose values are not all equal (an all-zero sample measured nothing)",
+    "values that differ between genes (an all-zero sample measured nothing)",
     severity="warn",
     reason="no_information",
 )
@@ -163,10 +163,11 @@ class _Matrix:
         text: np.ndarray | None = None,
         raw: Callable[[int, int], Any] | None = None,
         dates: pd.Series | None = None,
+        date_key: str = "",
         layout: Literal["h5ad", "samples_as_rows", "genes_as_rows"] = "h5ad",
     ) -> None:
         self.path, self.ids, self.labels, self.x, self.text = path, ids, labels, x, text
-        self.dates, self.layout = dates, layout
+        self.dates, self.date_key, self.layout = dates, date_key, layout
         self.raw = raw or (lambda i, j: self.x[i, j])
         self.written = [_text_id(g) for g in genes]
         for j, g in enumerate(self.written):
@@ -181,25 +182,35 @@ class _Matrix:
             if g in first:
                 raise InputError(
                     f"{path}: gene id {g!r} appears more than once after harmonisation "
-                    f"(upper case, no Ensembl version): {self.gene_where(first[g])} and "
-                    f"{self.gene_where(j)}; aggregate duplicates before reading"
+                    f"(upper case, no Ensembl version): {self.gene_place(first[g])} and "
+                    f"{self.gene_place(j)}; aggregate duplicates before reading"
                 )
             first[g] = j
 
-    def gene_where(self, j: int) -> str:
+    def gene_place(self, j: int) -> str:
+        """Where gene ``j`` is in the file: ``var row 3``, ``line 4``, ``gene column 2``."""
         if self.layout == "h5ad":
-            return f"{self.path} var row {j + 1}"
+            return f"var row {j + 1}"
         if self.layout == "genes_as_rows":
-            return f"{self.path} {data_row(self.path, j)}"
-        return f"{self.path} gene column {j + 2}"  # after the id column
+            return data_row(self.path, j)
+        return f"gene column {j + 1}"  # counted after the id column
+
+    def gene_where(self, j: int) -> str:
+        return f"{self.path} {self.gene_place(j)}"
+
+    def place(self, i: int) -> str:
+        """Where sample ``i`` is in the file: ``obs row 3``, ``line 4``, ``column 'P1'``."""
+        if self.layout == "h5ad":
+            return f"obs row {i + 1}"
+        if self.layout == "genes_as_rows":
+            return f"column {self.labels[i]!r}"
+        return data_row(self.path, i)
 
     def sample(self, i: int) -> str:
         """Sample ``i`` in a message: file, row (or column) and the sample's name."""
-        if self.layout == "h5ad":
-            return f"{self.path} obs row {i + 1} (sample {self.labels[i]!r})"
-        if self.layout == "genes_as_rows":
-            return f"{self.path} column {self.labels[i]!r}"
-        return f"{self.path} {data_row(self.path, i)} (sample {self.labels[i]!r})"
+        label = self.labels[i]
+        named = f" (sample {label!r})" if label and self.layout != "genes_as_rows" else ""
+        return f"{self.path} {self.place(i)}{named}"
 
     def cell(self, i: int, j: int) -> str:
         """Sample ``i``'s value of gene ``j`` in a message."""
@@ -222,8 +233,8 @@ class _Matrix:
             if pid in first:
                 hint = " or set date_key" if self.layout == "h5ad" else ""
                 raise InputError(
-                    f"{self.sample(i)}: patient id {pid!r} has a second sample (first: "
-                    f"{self.sample(first[pid])}); with no collection dates there is no way "
+                    f"{self.path} {self.place(i)}: patient id {pid!r} has a second sample (at "
+                    f"{self.place(first[pid])}); with no collection dates there is no way "
                     f"to choose one: keep one sample per patient{hint}"
                 )
             first[pid] = i
@@ -278,6 +289,7 @@ def _read_h5ad(path: Path, spec: H5adSpec) -> _Matrix:
         genes=genes.tolist(),
         x=x,
         dates=None if spec.date_key is None else adata.obs[spec.date_key].reset_index(drop=True),
+        date_key=spec.date_key or "",
     )
     m.refuse_repeats(dated=spec.date_key is not None)
     return m
@@ -309,7 +321,7 @@ def _read_table(path: Path, spec: ExpressionTableSpec) -> _Matrix:
         m = _Matrix(
             path,
             ids=ids,
-            labels=[str(v) for v in keys],
+            labels=[_text_id(v) or "" for v in keys],
             genes=others,
             x=x,
             text=text,
@@ -320,7 +332,7 @@ def _read_table(path: Path, spec: ExpressionTableSpec) -> _Matrix:
         m = _Matrix(
             path,
             ids=[_text_id(c) for c in others],
-            labels=others,
+            labels=[str(c) for c in others],
             genes=keys,
             x=x.T,
             text=text.T,
@@ -374,11 +386,12 @@ def _check_dates(
     if m.dates is None:
         return None, bad, outside
     dates, problem = date_problems(m.dates)
-    for i in np.flatnonzero(ok):
+    for i in map(int, np.flatnonzero(ok)):
         words = str(problem.iloc[i])
         if words or pd.isna(dates.iloc[i]):
             shown = m.dates.iloc[i]
-            found.add((k, i), Violation(_DATE, words or "missing", m.sample(i), shown))
+            where = m.sample(i)
+            found.add((k, i), Violation(_DATE, words or "missing", where, shown, m.date_key))
             ok[i] = False
             bad.add(str(m.ids[i]))
     known = [str(p) if p is not None and ok[i] else None for i, p in enumerate(m.ids)]
@@ -387,8 +400,7 @@ def _check_dates(
     before = ok & (dates < when - pd.Timedelta(days=int(ctx.lookback_days))).to_numpy()
     ctx.audit.exclude_rows(name, "after_index", int(after.sum()))
     ctx.audit.exclude_rows(name, "before_lookback", int(before.sum()))
-    for i in np.flatnonzero(after | before):
-        outside.add(str(m.ids[i]))
+    outside.update(str(m.ids[j]) for j in np.flatnonzero(after | before))
     ok &= ~(after | before)
     return dates, bad, outside
 
@@ -402,11 +414,12 @@ def _check_values(
     rows = np.flatnonzero(ok)
     if not rows.size:
         return bad
-    sub = m.x[np.ix_(rows, cols)]
+    at = np.ix_(rows, np.asarray(cols, dtype=np.intp))
+    sub = m.x[at]
     _, problem = rule.problems(sub.ravel())
     problem = problem.reshape(sub.shape)
     if m.text is not None:
-        problem[m.text[np.ix_(rows, cols)]] = "not_a_number"
+        problem[m.text[at]] = "not_a_number"
     broken = (problem != "").any(axis=1)
     for r in np.flatnonzero(broken):
         i, c = int(rows[r]), int(np.flatnonzero(problem[r] != "")[0])
@@ -514,7 +527,10 @@ def _scale(
     """The declared scale, or the one found in the values of the samples in the window."""
     if spec.scale != "auto":
         return spec.scale, False, "declared"
-    parts = [m.x[np.ix_(ok, c)].ravel() for m, ok, c in zip(matrices, keep, cols, strict=True)]
+    parts = [
+        m.x[np.ix_(ok, np.asarray(c, dtype=np.intp))].ravel()
+        for m, ok, c in zip(matrices, keep, cols, strict=True)
+    ]
     scale, evidence = detect_scale(np.concatenate(parts) if parts else np.zeros(0))
     return scale, True, evidence
 
@@ -530,7 +546,7 @@ def _choose(
     """Per patient the latest usable sample (two undated ones are an error)."""
     chosen: dict[str, tuple[np.ndarray, pd.Timestamp | None, int, int]] = {}
     for k, m in enumerate(matrices):
-        for i in np.flatnonzero(keep[k]):
+        for i in map(int, np.flatnonzero(keep[k])):
             pid = str(m.ids[i])
             when = dates[k]
             date = None if when is None else when.iloc[i]
@@ -571,9 +587,9 @@ def _read_all(
             failures.append(exc)
     if failures and not matrices:
         raise failures[0]
-    for exc in failures:
+    for failure in failures:
         ctx.audit.exclude_rows(spec.name, "unreadable_file", 1)
-        log.warning("source %r: %s (left out and counted in the audit)", spec.name, exc)
+        log.warning("source %r: %s (left out and counted in the audit)", spec.name, failure)
     return matrices
 
 
