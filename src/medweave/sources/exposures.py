@@ -46,7 +46,6 @@ that table, not of the exposure table).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import re
@@ -260,9 +259,7 @@ def _variable_checks(spec: ExposureSpec, variables: list[str]) -> ValueChecks:
             rules[v] = dataclasses.replace(rule, expect=expect)
         else:
             rules[v] = dataclasses.replace(CHECKS.rule(_normal(v)), field=v)
-    checks = copy.copy(CHECKS)
-    checks.rules = rules
-    return checks
+    return ValueChecks(CHECKS.reader, rules.values(), declare=False)
 
 
 def _checked_rows(
