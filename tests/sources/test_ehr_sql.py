@@ -7,11 +7,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from medweave.cohort._audit import Audit
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
+from medweave.sources.ehr_sequence import ehr_sequences
 from medweave.sources.ehr_sql import (
     SqlEngine,
     ehr_features,
@@ -61,12 +63,14 @@ def _events() -> pd.DataFrame:
 
 
 def _persons() -> pd.DataFrame:
+    # p4-p6 have person rows without demographics: a patient is present only with a
+    # person row (and a record in the window); p7 has neither.
     return pd.DataFrame(
         {
-            "patient_id": ["p1", "p2", "p3"],
-            "sex": ["M", "F", None],
-            "year_of_birth": [1950, 1960, None],
-            "birth_date": [dt.date(1950, 6, 30), None, None],
+            "patient_id": ["p1", "p2", "p3", "p4", "p5", "p6"],
+            "sex": ["M", "F", None, None, None, None],
+            "year_of_birth": [1950, 1960, None, None, None, None],
+            "birth_date": [dt.date(1950, 6, 30), None, None, None, None, None],
         }
     )
 
@@ -117,7 +121,8 @@ def test_window_statistics_and_ties(engine: SqlEngine) -> None:
 def test_codes_counts_and_order(engine: SqlEngine) -> None:
     f, _, _ = _features(engine)
     copd = "condition:SNOMED/13645005"
-    assert f[f"{copd}:count"].tolist() == [0, 0, 2, 1, 1, 0, 0]
+    # p7 has no record (and no person row): absent, its row NaN rather than zero counts.
+    np.testing.assert_array_equal(f[f"{copd}:count"], [0, 0, 2, 1, 1, 0, np.nan])
     assert f.loc["p3", f"{copd}:days_since_last"] == 5
     assert f.loc["p5", f"{copd}:days_since_last"] == 0
     assert f[f"{copd}:days_since_last"].isna().tolist() == [True, True] + [False] * 3 + [True] * 2
@@ -206,6 +211,7 @@ def test_transpiled_sql() -> None:
 
 
 def test_first_occurrence_and_outcomes(engine: SqlEngine) -> None:
+    engine.register("mw_persons", _persons().iloc[:3])
     persons, first = first_occurrence(engine, ["SNOMED/13645005"])
     assert persons == ["p1", "p2", "p3"]
     assert first["patient_id"].tolist() == ["p3"]  # p4, p5 are not in mw_persons
@@ -267,3 +273,104 @@ def test_bad_input() -> None:
             ehr_features(eng, index=dup, lookback_days=10, audit=Audit(), source="ehr")
         with pytest.raises(InputError, match="column 'code' is missing"):
             eng.register("mw_events", _events().drop(columns="code"))
+
+
+# --- presence and value checks ----------------------------------------------------------
+
+
+def test_presence_needs_a_person_row_and_a_record_in_the_window(engine: SqlEngine) -> None:
+    # p7: a person row, no record; p8: records, no person row; p9: a person row and only
+    # a record after the index date.
+    late = ("p9", "condition", "SNOMED", "13645005", INDEX + D(3), None, None)
+    p8 = [("p8", "condition", "SNOMED", "13645005", INDEX - D(d), None, None) for d in (1, 2)]
+    engine.register("mw_events", pd.concat([_events(), _frame(_events(), [*p8, late])]))
+    persons = pd.concat([_persons(), pd.DataFrame({"patient_id": ["p7", "p9"], "sex": ["F", "M"]})])
+    engine.register("mw_persons", persons)
+    index = pd.DataFrame({"patient_id": [f"p{i}" for i in range(1, 10)], "index_date": INDEX})
+    audit = Audit()
+    block = ehr_features(engine, index=index, lookback_days=LOOKBACK, audit=audit, source="e")
+    assert block.present.tolist() == [True] * 6 + [False] * 3
+    assert np.isnan(block.x[6:]).all()  # absent: no zero counts, no demographics
+    src = audit.sources["e"]
+    assert dict(src.patients_missing) == {"no_person_record": 1, "no_records_in_window": 2}
+    assert src.patients == 6
+    assert src.excluded["no_person_record"] == 2  # p8's records
+    assert src.excluded["after_index"] == 3
+    assert src.rows_used + sum(src.excluded.values()) == src.rows_read == len(_events()) + 3
+    # The sequences mark the same patients present.
+    seq = ehr_sequences(engine, index=index, lookback_days=LOOKBACK, audit=Audit(), source="s")
+    np.testing.assert_array_equal(seq.present, block.present)
+    assert "p8" not in set(seq.events["patient_id"])
+
+
+def _frame(like: pd.DataFrame, rows: list[tuple[object, ...]]) -> pd.DataFrame:
+    columns = [*like.columns, "value_text"][: len(rows[0])]
+    return pd.DataFrame(rows, columns=columns).astype(like.dtypes.to_dict() | {"unit": object})
+
+
+def _with_bad_values(engine: SqlEngine) -> None:
+    events = _events().assign(value_text=None)
+    bad = [
+        # p2: a value stored as text that is not a number, and an infinite one; p4: NaN.
+        ("p2", "measurement", "LOINC", "1988-5", INDEX - D(2), None, "mg/L", "6.1%"),
+        ("p2", "measurement", "LOINC", "1988-5", INDEX - D(1), np.inf, "mg/L", None),
+        ("p4", "measurement", "LOINC", "1988-5", INDEX - D(1), np.nan, "mg/L", None),
+        # Not checked: after the index date, and a patient outside the cohort.
+        ("p2", "measurement", "LOINC", "1988-5", INDEX + D(1), None, "mg/L", "high"),
+        ("zz", "measurement", "LOINC", "1988-5", INDEX, np.inf, "mg/L", None),
+    ]
+    frame = pd.concat([events, _frame(events, bad)], ignore_index=True)
+    values = [None if pd.isna(v) else float(v) for v in frame["value"]]
+    values[len(events) + 2] = float("nan")  # p4's NaN (pandas would make it NULL)
+    table = pa.Table.from_pandas(frame.drop(columns="value"), preserve_index=False)
+    engine.register("mw_events", table.append_column("value", pa.array(values, pa.float64())))
+    engine.origins["measurement.value"] = "table labs.csv column crp"
+
+
+def test_text_and_non_finite_values_raise_or_are_left_out(engine: SqlEngine) -> None:
+    _with_bad_values(engine)
+    with pytest.raises(InputError) as err:
+        _features(engine)
+    message = str(err.value)
+    assert "table labs.csv column crp, patient 'p2', code LOINC/1988-5" in message
+    assert "value '6.1%' is not a number" in message and "on_error: skip" in message
+    f, audit, _ = _features(engine, on_error="skip")
+    src = audit.sources["ehr"]
+    assert src.excluded["value:not_a_number"] == 1
+    assert src.excluded["value:non_finite"] == 2
+    assert src.rows_used + sum(src.excluded.values()) == src.rows_read
+    crp = "measurement:LOINC/1988-5"
+    assert f.loc["p2", f"{crp}:count"] == 1 and f.loc["p2", f"{crp}:mean"] == 7.0
+    assert f.loc["p4", f"{crp}:count"] == 0  # its only CRP was NaN: left out
+    with pytest.raises(InputError, match=r"'6\.1%' is not a number"):
+        ehr_sequences(engine, index=_index(), lookback_days=LOOKBACK, audit=Audit(), source="s")
+    audit = Audit()
+    seq = ehr_sequences(
+        engine, index=_index(), lookback_days=LOOKBACK, audit=audit, source="s", on_error="skip"
+    )
+    assert np.isfinite(seq.events["value"].dropna()).all()
+    assert audit.sources["s"].excluded["value:non_finite"] == 2
+
+
+def test_ages_out_of_range_raise_or_are_left_missing(engine: SqlEngine) -> None:
+    persons = _persons()
+    persons.loc[0, "birth_date"] = INDEX + D(30)  # p1 born after the index date
+    persons.loc[1, "year_of_birth"] = 3000  # p2
+    persons.loc[2, "year_of_birth"] = 1880  # p3: 140 years old at the index date
+    # p7 has no record: absent, its impossible year is never used and not checked.
+    extra = pd.DataFrame({"patient_id": ["p7"], "year_of_birth": [0]})
+    engine.register("mw_persons", pd.concat([persons, extra]))
+    with pytest.raises(InputError) as err:
+        _features(engine)
+    assert "patient 'p2': year_of_birth 3000 is out of range" in str(err.value)
+    f, audit, _ = _features(engine, on_error="skip")
+    assert f.loc[["p1", "p2", "p3"], "age_at_index"].isna().all()
+    assert f.loc["p1", "sex_male"] == 1.0  # the rest of the row stays
+    excluded = audit.sources["ehr"].excluded
+    assert excluded["year_of_birth:out_of_range"] == 1
+    assert excluded["age_at_index:out_of_range"] == 2  # p1 and p3; p2 counted once
+    persons.loc[1, "year_of_birth"] = 1960
+    persons.loc[2, "year_of_birth"] = None
+    engine.register("mw_persons", persons)
+    with pytest.raises(InputError, match=r"patient 'p1': age_at_index -0.08\d* is out of range"):
+        _features(engine)

@@ -6,15 +6,20 @@ sequence encoders (``gru``, ``transformer``). The window and the leakage guard a
 of the features: a record is used when it is dated in ``[index_date - lookback_days,
 index_date]`` (the index date itself included, as for the features), and the others are
 counted in the audit as ``after_index``, ``before_lookback``, ``unknown_patient``,
-``missing_date`` or ``missing_code``. Every code is kept (no ``rare_code``): the model's
-vocabulary is chosen on each fold's training patients.
+``no_person_record``, ``missing_date`` or ``missing_code``, and the values are checked as
+for the features (:data:`~medweave.sources.ehr_sql.CHECKS`: text that is not a number,
+or not finite, is an error, or with ``on_error: skip`` a record left out and counted as
+``value:not_a_number`` / ``value:non_finite``). Every code is kept (no ``rare_code``):
+the model's vocabulary is chosen on each fold's training patients.
 
 The block is of kind ``sequence``: ``events`` holds one row per record, ``patient_id``
 (str), ``days_before_index`` (int32, >= 0), ``code`` (``{domain}:{vocabulary}/{code}``,
 as in the feature names, e.g. ``measurement:LOINC/1988-5``) and ``value`` (float64, the
 measurement value, NaN when there is none), sorted by patient (in the index's order),
 oldest record first, then by code and value, so that every database gives the same table.
-A patient is present when they have at least one record in the window.
+**Presence is evidence**, as for the features: a patient is present when they have a
+``mw_persons`` row and at least one coded record in the window; the others are counted in
+the audit's missing patients as ``no_person_record`` or ``no_records_in_window``.
 """
 
 from __future__ import annotations
@@ -29,33 +34,38 @@ import pyarrow.compute as pc
 
 from medweave.cohort._audit import Audit
 from medweave.cohort._block import EVENT_COLUMNS, ModalityBlock
+from medweave.sources._ehr_model import DOMAINS, domain_list
 from medweave.sources.ehr_sql import (
-    DOMAINS,
+    BAD_VALUE,
     SqlEngine,
-    _domain_list,
     _events_joined,
-    _in_list,
     audit_records,
+    check_values,
+    person_rows,
+    presence,
     record_status,
     register_index,
+    window_sql,
 )
 
 __all__ = ["ehr_sequences", "sequence_sql"]
 
 
-def sequence_sql(*, joined: str, domains: Sequence[str], lookback_days: int) -> str:
-    """The records of cohort patients in their window (DuckDB dialect): ``pos`` (the
-    patient's row of ``mw_index``), ``domain``, ``vocabulary``, ``code``, ``days_before``
-    and ``value``; records without vocabulary or code are included (to be counted)."""
+def sequence_sql(
+    *, joined: str, domains: Sequence[str], lookback_days: int, has_person: str = "TRUE"
+) -> str:
+    """The records of cohort patients (with a person row) in their window, without bad
+    values (DuckDB dialect): ``pos`` (the patient's row of ``mw_index``), ``domain``,
+    ``vocabulary``, ``code``, ``days_before`` and ``value``; records without vocabulary or
+    code are included (to be counted)."""
+    window = window_sql(domains=domains, lookback_days=lookback_days, has_person=has_person)
     return f"""
 SELECT i.pos, e.domain, e.vocabulary, e.code,
        CAST(i.index_date - e.event_date AS INTEGER) AS days_before,
        CAST(e.value AS DOUBLE) AS value
 FROM {joined}
-WHERE e.domain IN ({_in_list(domains)})
-  AND i.pos IS NOT NULL
-  AND e.event_date <= i.index_date
-  AND e.event_date >= i.index_date - {int(lookback_days)}"""
+WHERE {window}
+  AND NOT {BAD_VALUE}"""
 
 
 def ehr_sequences(
@@ -72,24 +82,41 @@ def ehr_sequences(
 
     ``index`` has ``patient_id`` and ``index_date``; the block holds one row per index
     patient (ids as str, in the index's order), kind ``sequence``, named ``source``.
-    Records with no date are an :class:`InputError` naming their table unless
-    ``on_error`` is ``"skip"``, when they are counted as ``missing_date``.
+    Records with no date, or a value that breaks the value checks, are an
+    :class:`InputError` naming their table unless ``on_error`` is ``"skip"``, when they are
+    counted (``missing_date``, ``value:...``). ``present`` is false for patients without a
+    person row or a record in the window.
     """
-    doms = _domain_list(domains)
+    doms = domain_list(domains)
     idx = register_index(engine, index, source=source, lookback_days=lookback_days)
+    ids = np.asarray([str(v) for v in idx.column("patient_id").to_pylist()], dtype=object)
     counts = record_status(
         engine, domains=doms, lookback_days=lookback_days, source=source, on_error=on_error
     )
+    check_values(
+        engine,
+        ids=ids.tolist(),
+        domains=doms,
+        lookback_days=lookback_days,
+        source=source,
+        on_error=on_error,
+        audit=audit,
+    )
+    joined, has_person = _events_joined(engine)
     rows = engine.execute(
-        sequence_sql(joined=_events_joined(engine), domains=doms, lookback_days=lookback_days)
+        sequence_sql(
+            joined=joined, domains=doms, lookback_days=lookback_days, has_person=has_person
+        )
     )
     coded = pc.and_(pc.is_valid(rows.column("vocabulary")), pc.is_valid(rows.column("code")))
     uncoded = rows.num_rows - int(pc.sum(pc.cast(coded, pa.int64())).as_py() or 0)
     rows = rows.filter(coded)
-    ids = np.asarray([str(v) for v in idx.column("patient_id").to_pylist()], dtype=object)
     events = _event_table(rows, ids)
-    present = np.zeros(len(ids), dtype=bool)
-    present[_int_array(rows.column("pos"))] = True
+    has_record = np.zeros(len(ids), dtype=bool)
+    has_record[_int_array(rows.column("pos"))] = True
+    present = presence(
+        audit, source, has_person=person_rows(engine, len(ids)), has_record=has_record
+    )
 
     audit_records(audit, source, counts, missing_code=uncoded)
     audit.used(source, len(events), patients=int(present.sum()))

@@ -5,11 +5,13 @@ under these names in one SQL session (:class:`SqlEngine`), so that they produce 
 features:
 
 ``mw_events(patient_id VARCHAR, domain VARCHAR, vocabulary VARCHAR, code VARCHAR,
-event_date DATE, value DOUBLE, unit VARCHAR)``
+event_date DATE, value DOUBLE, unit VARCHAR[, value_text VARCHAR])``
     one row per record; ``domain`` is ``condition``, ``drug``, ``measurement`` or
     ``visit``; ``vocabulary`` / ``code`` are the standard vocabulary id and concept code
     (``LOINC`` / ``1988-5``, ``SNOMED`` / ``13645005``, ``RxNorm`` / ``8640``, ``Visit`` /
     ``IP``), or ``OMOP`` / the concept id as text when the vocabulary is not known.
+    ``value_text`` (optional, NULL when left out) holds the value as stored when it is not
+    a number (``'6.1%'`` in a text column); ``value`` is then NULL.
 ``mw_persons(patient_id VARCHAR, sex VARCHAR, year_of_birth INTEGER, birth_date DATE)``
     ``sex`` is ``M``, ``F`` or NULL; ``birth_date`` may be NULL.
 
@@ -17,17 +19,33 @@ Optional relations used by :func:`first_occurrence` and :func:`outcome_from_even
 ``mw_concepts(concept_id BIGINT, vocabulary VARCHAR, code VARCHAR)`` (resolves integer
 OMOP concept ids), ``mw_death(patient_id VARCHAR, death_date DATE)`` and
 ``mw_observation(patient_id VARCHAR, start_date DATE, end_date DATE)``. A source that
-knows why one of them is absent says so in :attr:`SqlEngine.unavailable`.
+knows why one of them is absent says so in :attr:`SqlEngine.unavailable`; its
+:attr:`SqlEngine.origins` name where records come from in messages (per domain, ``person``
+for ``mw_persons``, ``{domain}.value`` for the values).
 
 :func:`ehr_features` registers the cohort as ``mw_index(patient_id VARCHAR, index_date
 DATE)`` and computes every aggregate in SQL, written once in DuckDB's dialect and
 transpiled with sqlglot for PostgreSQL. Only records dated in ``[index_date -
 lookback_days, index_date]`` are used; the others are counted in the audit as
-``after_index``, ``before_lookback``, ``unknown_patient`` (not in the cohort),
+``after_index``, ``before_lookback``, ``unknown_patient`` (not linked to a cohort
+patient), ``no_person_record`` (a cohort patient without a ``mw_persons`` row),
 ``missing_date`` or ``missing_code`` (no vocabulary or code), and records of codes seen
 in fewer than ``min_patients`` cohort patients as ``rare_code``.
 
-Features, one row per cohort patient (NaN where not applicable):
+**Presence is evidence.** A cohort patient is present only with a ``mw_persons`` row and
+at least one coded, dated record in the window (of a kept code or not); the others are
+absent (their row is NaN) and counted in the audit's missing patients as
+``no_person_record`` or ``no_records_in_window``.
+
+**Value checks** (:data:`CHECKS`), found in SQL among the records and persons that would
+be used: a value that is text but not a number, or not finite (inf, NaN); a year of birth
+outside 1850 to this year; an age at the index date below 0 (birth after the index date)
+or above 125. With ``on_error: raise`` the first is an :class:`InputError` naming the
+database and table, the patient and the value; with ``skip`` such records are left out
+and counted as ``value:not_a_number`` / ``value:non_finite``, and such ages are missing,
+counted as ``year_of_birth:out_of_range`` / ``age_at_index:out_of_range``.
+
+Features, one row per cohort patient (NaN where not applicable, and for absent patients):
 
 * ``age_at_index``: years, ``(index_date - birth_date) / 365.25`` when the birth date is
   known, else ``year(index_date) - year_of_birth``; ``sex_male``: 1, 0 or NaN;
@@ -46,25 +64,32 @@ statistics in the order above.
 
 from __future__ import annotations
 
-import re
+import datetime as dt
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, cast, get_args
-from urllib.parse import urlsplit, urlunsplit
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import sqlglot
-from sqlglot import exp
 
 from medweave.cohort._audit import Audit
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
+from medweave.sources._checks import DECLARED, Rule, ValueChecks, Violation
+from medweave.sources._ehr_model import DOMAINS, Domain, domain_list, in_list, index_table
+from medweave.sources._sql import (
+    SCHEMAS,
+    SqlEngine,
+    quote_ident,
+    quote_literal,
+    redact_url,
+    to_postgres,
+)
+from medweave.sources.ehr_outcomes import first_occurrence, open_engine, outcome_from_events
 
 __all__ = [
+    "CHECKS",
     "CODE_STATS",
     "DOMAINS",
     "MEASUREMENT_STATS",
@@ -72,19 +97,19 @@ __all__ = [
     "Domain",
     "SqlEngine",
     "audit_records",
+    "check_demographics",
+    "check_values",
     "ehr_features",
     "first_occurrence",
     "open_engine",
     "outcome_from_events",
     "quote_ident",
+    "quote_literal",
     "record_status",
+    "redact_url",
     "register_index",
     "to_postgres",
 ]
-
-Domain = Literal["condition", "drug", "measurement", "visit"]
-DOMAINS: tuple[Domain, ...] = get_args(Domain)
-Dialect = Literal["duckdb", "postgres"]
 
 #: Statistics per code, in column order.
 CODE_STATS: tuple[str, ...] = ("count", "days_since_last")
@@ -108,347 +133,60 @@ _STAT_COLUMN = {
     "slope_per_year": "v_slope",
 }
 DEMOGRAPHICS: tuple[str, ...] = ("age_at_index", "sex_male")
-#: Column types of the event-model relations; :meth:`SqlEngine.register` casts to them.
-SCHEMAS: dict[str, pa.Schema] = {
-    "mw_events": pa.schema(
-        [
-            ("patient_id", pa.string()),
-            ("domain", pa.string()),
-            ("vocabulary", pa.string()),
-            ("code", pa.string()),
-            ("event_date", pa.date32()),
-            ("value", pa.float64()),
-            ("unit", pa.string()),
-        ]
-    ),
-    "mw_persons": pa.schema(
-        [
-            ("patient_id", pa.string()),
-            ("sex", pa.string()),
-            ("year_of_birth", pa.int32()),
-            ("birth_date", pa.date32()),
-        ]
-    ),
-    "mw_concepts": pa.schema(
-        [("concept_id", pa.int64()), ("vocabulary", pa.string()), ("code", pa.string())]
-    ),
-    "mw_death": pa.schema([("patient_id", pa.string()), ("death_date", pa.date32())]),
-    "mw_observation": pa.schema(
-        [("patient_id", pa.string()), ("start_date", pa.date32()), ("end_date", pa.date32())]
-    ),
-}
 EXCLUSION_REASONS: tuple[str, ...] = (
     "unknown_patient",
     "missing_date",
     "missing_code",
     "after_index",
     "before_lookback",
+    "no_person_record",
+)
+_THIS_YEAR = dt.date.today().year
+#: The event model's value checks (readers ``omop`` and ``fhir``; ``events`` checks its
+#: values and dates in the file, see :mod:`medweave.sources.tables`).
+CHECKS = ValueChecks(
+    "omop",
+    [
+        Rule("value", "a finite number (a measurement value), or no value"),
+        Rule(
+            "year_of_birth",
+            f"a year between 1850 and {_THIS_YEAR}",
+            min=1850,
+            max=_THIS_YEAR,
+            integer=True,
+        ),
+        Rule(
+            "age_at_index",
+            "an age at the index date between 0 and 125 years (a birth on or before it)",
+            min=0,
+            max=125,
+        ),
+    ],
+)
+DECLARED.setdefault("fhir", []).append(CHECKS)
+# Non-finite: NaN compares greater than every number in DuckDB and PostgreSQL alike.
+_MAX_DOUBLE = "CAST(1.7976931348623157e308 AS DOUBLE)"
+#: A record (``e``) whose value breaks the value rule (never NULL itself).
+BAD_VALUE = (
+    "((e.value IS NULL AND e.value_text IS NOT NULL) "
+    f"OR COALESCE(ABS(e.value) > {_MAX_DOUBLE}, FALSE))"
 )
 
 
-# --------------------------------------------------------------------------------------
-# SQL dialects
-# --------------------------------------------------------------------------------------
-
-
-def quote_ident(name: str) -> str:
-    """A double-quoted SQL identifier (valid in DuckDB and PostgreSQL)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    """A single-quoted SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _pg_rewrite(node: exp.Expression) -> exp.Expression:
-    """What plain transpiling gets wrong for PostgreSQL.
-
-    ``FIRST(x ORDER BY ...) [FILTER (WHERE ...)]`` (a DuckDB aggregate) becomes
-    ``(ARRAY_AGG(x ORDER BY ...) [FILTER (WHERE ...)])[1]``, and ``MAKE_DATE`` stays
-    ``MAKE_DATE`` (sqlglot writes Snowflake's ``DATE_FROM_PARTS``).
-    """
-    if isinstance(node, exp.Filter) and _is_ordered_first(node.this):
-        agg = exp.ArrayAgg(this=node.this.this.copy())
-        filtered = exp.Filter(this=agg, expression=node.expression.copy())
-        return exp.Bracket(this=exp.Paren(this=filtered), expressions=[exp.Literal.number(0)])
-    if _is_ordered_first(node) and not isinstance(node.parent, exp.Filter):
-        agg = exp.ArrayAgg(this=node.this.copy())
-        return exp.Bracket(this=exp.Paren(this=agg), expressions=[exp.Literal.number(0)])
-    if isinstance(node, exp.DateFromParts):
-        args = [node.args[k].copy() for k in ("year", "month", "day")]
-        return exp.Anonymous(this="MAKE_DATE", expressions=args)
-    return node
-
-
-def _is_ordered_first(node: exp.Expression) -> bool:
-    return isinstance(node, exp.First) and isinstance(node.this, exp.Order)
-
-
-def to_postgres(sql: str) -> str:
-    """Transpile DuckDB SQL (one or more statements) to PostgreSQL with sqlglot."""
-    out = []
-    for tree in sqlglot.parse(sql, read="duckdb"):
-        if tree is None:
-            continue
-        out.append(tree.transform(_pg_rewrite).sql(dialect="postgres"))
-    return ";\n".join(out)
-
-
-# --------------------------------------------------------------------------------------
-# The SQL session
-# --------------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its password, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-class SqlEngine:
-    """One SQL session, on DuckDB (in-process) or PostgreSQL (ADBC), holding the event model.
-
-    SQL handed to :meth:`execute` and :meth:`run` is in DuckDB's dialect and is transpiled
-    for PostgreSQL. Relations made with :meth:`register` and :meth:`create_view` are
-    temporary: they live as long as the session and never touch the user's database.
-    """
-
-    def __init__(self, con: Any, *, dialect: Dialect, label: str) -> None:
-        self.con = con
-        self.dialect: Dialect = dialect
-        self.label = label
-        #: Where each domain's records come from (for messages), e.g. ``table measurement``.
-        self.origins: dict[str, str] = {}
-        #: Optional relations (``mw_death``, ...) that could not be built, and why.
-        self.unavailable: dict[str, str] = {}
-        self._relations: set[str] = set()
-        self._data: dict[str, pa.Table] = {}
-
-    # -- opening ------------------------------------------------------------------------
-    @classmethod
-    def duckdb(cls, *, label: str = "DuckDB session", threads: int | None = None) -> SqlEngine:
-        """An in-memory DuckDB session (attach database files with :meth:`attach_duckdb`)."""
-        import duckdb
-
-        con = duckdb.connect()
-        if threads is not None:
-            con.execute(f"SET threads = {int(threads)}")
-        return cls(con, dialect="duckdb", label=label)
-
-    @classmethod
-    def wrap_duckdb(cls, con: Any, *, label: str = "DuckDB session") -> SqlEngine:
-        """A session on an existing DuckDB connection (the caller keeps ownership)."""
-        engine = cls(con, dialect="duckdb", label=label)
-        engine._owned = False
-        return engine
-
-    @classmethod
-    def postgres(cls, url: str, *, label: str | None = None) -> SqlEngine:
-        """A PostgreSQL session over ADBC; ``url`` is ``postgresql://user@host:port/db``."""
-        shown = redact_url(url)
-        scheme = urlsplit(url).scheme if "://" in url else ""
-        if scheme not in ("postgresql", "postgres"):
-            raise InputError(
-                f"PostgreSQL URL {shown!r} is not valid: expected "
-                "'postgresql://user[:password]@host[:port]/database'"
-            )
-        try:
-            import adbc_driver_postgresql.dbapi as pg
-
-            con = pg.connect(url, autocommit=True)
-        except Exception as err:  # the driver's errors carry no stable type
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(
-                f"cannot connect to PostgreSQL at {shown!r}: {reason}; check the host, port, "
-                "database name and credentials in the URL"
-            ) from err
-        return cls(con, dialect="postgres", label=label or shown)
-
-    def attach_duckdb(self, path: str, *, alias: str) -> None:
-        """Attach a DuckDB database file read-only under ``alias`` (never modifies it)."""
-        if self.dialect != "duckdb":
-            raise TypeError("attach_duckdb needs a DuckDB session")
-        self.con.execute(f"ATTACH {quote_literal(path)} AS {quote_ident(alias)} (READ_ONLY)")
-
-    # -- running SQL --------------------------------------------------------------------
-    def translate(self, sql: str) -> str:
-        """``sql`` (DuckDB dialect) as this session's dialect."""
-        return sql if self.dialect == "duckdb" else to_postgres(sql)
-
-    def execute(self, sql: str) -> pa.Table:
-        """Run one query (DuckDB dialect) and return its result as an Arrow table."""
-        text = self.translate(sql)
-        if self.dialect == "duckdb":
-            rel = self.con.sql(text)
-            fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
-            return cast(pa.Table, fetch())
-        cur = self.con.cursor()
-        try:
-            cur.execute(text)
-            return cast(pa.Table, cur.fetch_arrow_table())
-        finally:
-            cur.close()
-
-    def run(self, sql: str) -> None:
-        """Run statements that return nothing (DuckDB dialect)."""
-        text = self.translate(sql)
-        if self.dialect == "duckdb":
-            self.con.execute(text)
-            return
-        cur = self.con.cursor()
-        try:
-            cur.execute(text)
-        finally:
-            cur.close()
-
-    def register(self, name: str, data: pd.DataFrame | pa.Table) -> None:
-        """Make ``data`` visible as the temporary relation ``name`` (replacing it)."""
-        table = (
-            data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
-        )
-        if name in SCHEMAS:
-            table = _conform(table, SCHEMAS[name], name=name)
-        if self.dialect == "duckdb":
-            if name in self._data:
-                self.con.unregister(name)
-            self.con.register(name, table)
-            self._data[name] = table
-        else:
-            cur = self.con.cursor()
-            try:
-                cur.adbc_ingest(name, table, mode="replace", temporary=True)
-            finally:
-                cur.close()
-        self._relations.add(name)
-
-    def create_view(self, name: str, select: str) -> None:
-        """A temporary view ``name`` over ``select`` (DuckDB dialect)."""
-        self.run(f"CREATE OR REPLACE TEMPORARY VIEW {quote_ident(name)} AS {select}")
-        self._relations.add(name)
-
-    def has(self, name: str) -> bool:
-        """Whether the relation ``name`` was registered or created in this session."""
-        return name in self._relations
-
-    def require(self, name: str, *, purpose: str) -> None:
-        """Raise :class:`InputError` if ``name`` is not available, saying why."""
-        if self.has(name):
-            return
-        why = self.unavailable.get(name, f"no relation {name} was provided")
-        raise InputError(f"{self.label}: cannot {purpose}: {why}")
-
-    # -- closing ------------------------------------------------------------------------
-    _owned = True
-
-    def close(self) -> None:
-        if self._owned:
-            self.con.close()
-
-    def __enter__(self) -> SqlEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def _conform(table: pa.Table, schema: pa.Schema, *, name: str) -> pa.Table:
-    """``table`` with the columns and types of the relation ``name`` (NULL-typed columns,
-    datetimes and numbers in other widths are cast; a missing column is an error)."""
-    columns = []
-    for field in schema:
-        if field.name not in table.column_names:
-            raise InputError(
-                f"{name}: column {field.name!r} is missing; expected the columns "
-                f"{', '.join(schema.names)}"
-            )
-        col = table.column(field.name)
-        if col.type != field.type:
-            if pa.types.is_timestamp(col.type) and col.type.tz is not None:
-                col = pc.cast(col, pa.timestamp(col.type.unit))
-            try:
-                col = pc.cast(col, field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-                raise InputError(
-                    f"{name}: column {field.name!r} has type {col.type}, expected {field.type}"
-                ) from err
-        columns.append(col)
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-# --------------------------------------------------------------------------------------
-# Features
-# --------------------------------------------------------------------------------------
-
-
-def _index_table(index: pd.DataFrame) -> pa.Table:
-    """The cohort index as Arrow (patient_id string, index_date date32, pos int32)."""
-    missing = [c for c in ("patient_id", "index_date") if c not in index.columns]
-    if missing:
-        raise InputError(
-            f"cohort index: missing column(s) {', '.join(missing)}; expected patient_id and "
-            "index_date"
-        )
-    if index["patient_id"].isna().any():
-        raise InputError("cohort index: a patient_id is empty; every patient needs an id")
-    ids = index["patient_id"].astype(str)
-    dup = ids[ids.duplicated()]
-    if len(dup):
-        raise InputError(f"cohort index: patient_id {dup.iloc[0]!r} appears more than once")
-    dates = pd.to_datetime(index["index_date"])
-    if dates.isna().any():
-        bad = ids[dates.isna().to_numpy()].iloc[0]
-        raise InputError(f"cohort index: patient {bad!r} has no index_date")
-    if dates.dt.tz is not None:
-        dates = dates.dt.tz_localize(None)
-    days = dates.to_numpy().astype("datetime64[D]")
-    return pa.table(
-        {
-            "patient_id": pa.array(ids.to_numpy(dtype=object), type=pa.string()),
-            "index_date": pa.array(days, type=pa.date32()),
-            # Row of each patient in the block: the aggregation groups on it, not on text.
-            "pos": pa.array(np.arange(len(ids), dtype=np.int32), type=pa.int32()),
-        }
-    )
-
-
-def _domain_list(domains: Iterable[str]) -> list[str]:
-    out = list(dict.fromkeys(domains))
-    bad = [d for d in out if d not in DOMAINS]
-    if bad:
-        raise InputError(f"EHR domains: {bad[0]!r} is not one of {', '.join(DOMAINS)}")
-    if not out:
-        raise InputError(f"EHR domains: none given; use some of {', '.join(DOMAINS)}")
-    return out
-
-
-def _in_list(values: Sequence[str]) -> str:
-    return ", ".join(quote_literal(v) for v in values)
-
-
 # What the feature query returns, one kind of row each (column ``kind``).
-_ROW_STATS, _ROW_CODE, _ROW_TOTAL = 0, 1, 2
+_ROW_STATS, _ROW_CODE, _ROW_TOTAL, _ROW_PRESENT = 0, 1, 2, 3
 # Status of a record (column ``status``): in the window, or the reason it is left out.
 _STATUS = ("used", *EXCLUSION_REASONS)
 
 
-def _events_joined(engine: SqlEngine, *, dates_only: bool = False) -> str:
-    """``FROM`` clause: every record (``e``) with its cohort patient (``i``) or NULLs.
+def _events_joined(engine: SqlEngine, *, dates_only: bool = False) -> tuple[str, str]:
+    """``FROM`` clause: every record (``e``) with its cohort patient (``i``) or NULLs; and
+    the condition (SQL) that the cohort patient of a record has a person row.
 
     When the source offers keyed forms (``mw_patient_keys`` with ``mw_events_keyed``, or
     ``mw_event_dates`` when only domain and date are needed), records are matched to the
-    cohort on an integer ``person_key``; else on ``patient_id``.
+    cohort on the integer ``person_key`` of a person row (so the condition always holds);
+    else on ``patient_id``, with ``mw_persons`` joined (alias ``pr``) to tell.
     """
     keyed = "mw_event_dates" if dates_only and engine.has("mw_event_dates") else "mw_events_keyed"
     if engine.has(keyed) and engine.has("mw_patient_keys"):
@@ -456,9 +194,25 @@ def _events_joined(engine: SqlEngine, *, dates_only: bool = False) -> str:
             f"{keyed} AS e LEFT JOIN ("
             "SELECT k.person_key, x.index_date, x.pos FROM mw_index AS x "
             "JOIN mw_patient_keys AS k ON x.patient_id = k.patient_id"
-            ") AS i ON e.person_key = i.person_key"
+            ") AS i ON e.person_key = i.person_key",
+            "TRUE",
         )
-    return "mw_events AS e LEFT JOIN mw_index AS i ON e.patient_id = i.patient_id"
+    return (
+        "mw_events AS e LEFT JOIN mw_index AS i ON e.patient_id = i.patient_id "
+        "LEFT JOIN (SELECT DISTINCT patient_id FROM mw_persons WHERE patient_id IS NOT NULL) "
+        "AS pr ON e.patient_id = pr.patient_id",
+        "pr.patient_id IS NOT NULL",
+    )
+
+
+def window_sql(*, domains: Sequence[str], lookback_days: int, has_person: str = "TRUE") -> str:
+    """``WHERE`` conditions of the records that may be used: of a cohort patient with a
+    person row, in one of ``domains``, dated in ``[index_date - lookback_days, index_date]``."""
+    return f"""e.domain IN ({in_list(domains)})
+    AND i.pos IS NOT NULL
+    AND {has_person}
+    AND e.event_date <= i.index_date
+    AND e.event_date >= i.index_date - {int(lookback_days)}"""
 
 
 def register_index(
@@ -469,7 +223,7 @@ def register_index(
         raise InputError(f"source {source!r}: lookback_days is {lookback_days}, expected >= 0")
     for name in ("mw_events", "mw_persons"):
         engine.require(name, purpose=f"read source {source!r}")
-    idx = _index_table(index)
+    idx = index_table(index)
     engine.register("mw_index", idx)
     return idx
 
@@ -485,11 +239,10 @@ def record_status(
     """Records per ``domain`` and ``status`` (``used`` = in the window, or the reason they
     are left out), counted in the database; records of cohort patients with no date are an
     :class:`InputError` naming their table unless ``on_error`` is ``"skip"``."""
+    joined, has_person = _events_joined(engine, dates_only=True)
     status = engine.execute(
         audit_sql(
-            joined=_events_joined(engine, dates_only=True),
-            domains=domains,
-            lookback_days=lookback_days,
+            joined=joined, domains=domains, lookback_days=lookback_days, has_person=has_person
         )
     )
     counts = pd.DataFrame(
@@ -522,46 +275,170 @@ def audit_records(audit: Audit, source: str, counts: pd.DataFrame, *, missing_co
     audit.exclude_rows(source, "missing_code", missing_code)
 
 
-def audit_sql(*, joined: str, domains: Sequence[str], lookback_days: int) -> str:
+def audit_sql(
+    *, joined: str, domains: Sequence[str], lookback_days: int, has_person: str = "TRUE"
+) -> str:
     """Records per domain and status: 0 in the window, else the exclusion reason's number."""
     return f"""
 SELECT e.domain AS domain,
        CASE WHEN i.pos IS NULL THEN 1
+            WHEN NOT ({has_person}) THEN {_STATUS.index("no_person_record")}
             WHEN e.event_date IS NULL THEN 2
             WHEN e.event_date > i.index_date THEN 4
             WHEN e.event_date < i.index_date - {int(lookback_days)} THEN 5
             ELSE 0 END AS status,
        COUNT(*) AS n
 FROM {joined}
-WHERE e.domain IN ({_in_list(domains)})
+WHERE e.domain IN ({in_list(domains)})
 GROUP BY 1, 2"""
 
 
+def check_values(
+    engine: SqlEngine,
+    *,
+    ids: Sequence[str],
+    domains: Sequence[str],
+    lookback_days: int,
+    source: str,
+    on_error: Literal["raise", "skip"],
+    audit: Audit,
+) -> None:
+    """Find, in the database, the records in the window whose value is text that is not a
+    number or is not finite, and report them through :data:`CHECKS` (an
+    :class:`InputError` naming the table, patient, code and value, or counted as
+    ``value:{problem}``; the feature and sequence queries leave them out by
+    :data:`BAD_VALUE`). ``ids`` are the patients of ``mw_index``, by row."""
+    joined, has_person = _events_joined(engine)
+    window = window_sql(domains=domains, lookback_days=lookback_days, has_person=has_person)
+    rows = engine.execute(
+        f"""
+SELECT problem, pos, domain, vocabulary, code, event_date, value, value_text, n
+FROM (
+  SELECT b.*,
+         ROW_NUMBER() OVER (
+           PARTITION BY problem ORDER BY pos, event_date, domain, vocabulary, code
+         ) AS rn,
+         COUNT(*) OVER (PARTITION BY problem) AS n
+  FROM (
+    SELECT CASE WHEN e.value IS NULL THEN 'not_a_number' ELSE 'non_finite' END AS problem,
+           i.pos, e.domain, e.vocabulary, e.code, e.event_date, e.value, e.value_text
+    FROM {joined}
+    WHERE {window} AND {BAD_VALUE}
+  ) AS b
+) AS r
+WHERE rn = 1"""
+    ).to_pylist()
+    rule = CHECKS.rule("value")
+    violations, counts = [], {}
+    # The first in the data first: by patient, then date.
+    for row in sorted(rows, key=lambda r: (int(r["pos"]), r["event_date"], str(r["problem"]))):
+        domain = str(row["domain"])
+        origin = engine.origins.get(f"{domain}.value") or engine.origins.get(
+            domain, f"mw_events domain {domain!r}"
+        )
+        where = (
+            f"{engine.label} {origin}, patient {ids[int(row['pos'])]!r}, "
+            f"code {row['vocabulary']}/{row['code']}"
+        )
+        problem = str(row["problem"])
+        value = row["value_text"] if problem == "not_a_number" else row["value"]
+        violations.append(Violation(rule, problem, where, value, "value"))
+        counts[rule.audit_reason(problem)] = int(row["n"])
+    CHECKS.report(violations, source=source, on_error=on_error, audit=audit, counts=counts)
+
+
+def check_demographics(
+    engine: SqlEngine,
+    *,
+    ids: Sequence[str],
+    year_of_birth: np.ndarray,
+    age: np.ndarray,
+    active: np.ndarray,
+    source: str,
+    on_error: Literal["raise", "skip"],
+    audit: Audit,
+) -> np.ndarray:
+    """``age`` with the ages that break :data:`CHECKS` set to NaN (a year of birth out of
+    range, else an age at the index date below 0 or above 125), checked where ``active``
+    (present patients) and reported (an :class:`InputError` naming the person, or counted as
+    ``year_of_birth:out_of_range`` / ``age_at_index:out_of_range``). ``ids`` name the rows."""
+    origin = engine.origins.get("person", "mw_persons")
+
+    def locate(i: int) -> str:
+        return f"{engine.label} {origin}, patient {ids[i]!r}"
+
+    _, year_ok = CHECKS.apply(
+        {"year_of_birth": year_of_birth},
+        source=source,
+        on_error=on_error,
+        audit=audit,
+        locate=locate,
+        active=active,
+    )
+    _, age_ok = CHECKS.apply(
+        {"age_at_index": age},
+        source=source,
+        on_error=on_error,
+        audit=audit,
+        locate=locate,
+        active=active & year_ok,
+    )
+    return np.where(year_ok & age_ok, age, np.nan)
+
+
+def presence(
+    audit: Audit, source: str, *, has_person: np.ndarray, has_record: np.ndarray
+) -> np.ndarray:
+    """Who is present (a person row and a usable record in the window); the others are
+    counted as missing, ``no_person_record`` or ``no_records_in_window``."""
+    present = has_person & has_record
+    audit.missing(source, "no_person_record", int((~has_person).sum()))
+    audit.missing(source, "no_records_in_window", int((has_person & ~has_record).sum()))
+    return present
+
+
+def person_rows(engine: SqlEngine, n_patients: int) -> np.ndarray:
+    """Which rows of ``mw_index`` have a ``mw_persons`` row."""
+    found = engine.execute(
+        "SELECT DISTINCT i.pos FROM mw_index AS i "
+        "JOIN mw_persons AS p ON i.patient_id = p.patient_id"
+    )
+    has = np.zeros(n_patients, dtype=bool)
+    has[_ints(found.column("pos"))] = True
+    return has
+
+
 def features_sql(
-    *, joined: str, domains: Sequence[str], lookback_days: int, min_patients: int
+    *,
+    joined: str,
+    domains: Sequence[str],
+    lookback_days: int,
+    min_patients: int,
+    has_person: str = "TRUE",
 ) -> str:
     """The aggregates of :func:`ehr_features` in one query (DuckDB dialect).
 
-    Records in the window are aggregated per (patient, code); ``pos`` is the patient's row
-    in ``mw_index``. Returns three kinds of rows:
+    Records in the window (of cohort patients with a person row, with no bad value) are
+    aggregated per (patient, code); ``pos`` is the patient's row in ``mw_index``. Returns
+    four kinds of rows:
 
     * ``kind`` 0: the statistics of one patient (``pos``) and one kept code (``code_id``);
     * ``kind`` 1: the codes kept (seen in >= ``min_patients`` patients): ``code_id``,
       ``domain``, ``vocabulary``, ``code``;
     * ``kind`` 2: records in the window per ``domain``: ``status`` 0 with a code, 3
-      without one (``n``).
+      without one (``n``);
+    * ``kind`` 3: the patients (``pos``) with a coded record in the window (present).
     """
     text, integer, number = "CAST(NULL AS VARCHAR)", "CAST(NULL AS BIGINT)", "CAST(NULL AS DOUBLE)"
     no_stats = ", ".join([integer] * 2 + [number] * 5)
+    window = window_sql(domains=domains, lookback_days=lookback_days, has_person=has_person)
     return f"""
 WITH w AS (
   SELECT i.pos, e.domain, e.vocabulary, e.code, e.value,
          i.index_date - e.event_date AS days_before
   FROM {joined}
-  WHERE e.domain IN ({_in_list(domains)})
-    AND i.pos IS NOT NULL
-    AND e.event_date <= i.index_date
-    AND e.event_date >= i.index_date - {int(lookback_days)}
+  WHERE {window}
+    AND NOT {BAD_VALUE}
 ), per AS (
   SELECT pos, domain, vocabulary, code,
          COUNT(*) AS n,
@@ -598,7 +475,13 @@ SELECT {_ROW_TOTAL}, CAST(NULL AS INTEGER), {integer},
        CASE WHEN vocabulary IS NULL OR code IS NULL THEN 3 ELSE 0 END, domain, {text},
        {text}, CAST(SUM(n) AS BIGINT), {no_stats.split(", ", 1)[1]}
 FROM per
-GROUP BY 4, 5"""
+GROUP BY 4, 5
+UNION ALL
+SELECT {_ROW_PRESENT}, pos, {integer}, CAST(NULL AS INTEGER), {text}, {text}, {text},
+       {no_stats}
+FROM per
+WHERE vocabulary IS NOT NULL AND code IS NOT NULL
+GROUP BY pos"""
 
 
 DEMOGRAPHICS_SQL = """
@@ -608,6 +491,7 @@ SELECT i.pos,
             WHEN p.year_of_birth IS NOT NULL
               THEN CAST(EXTRACT(YEAR FROM i.index_date) - p.year_of_birth AS DOUBLE)
        END AS age_at_index,
+       CAST(p.year_of_birth AS DOUBLE) AS year_of_birth,
        CASE WHEN p.sex = 'M' THEN 1.0 WHEN p.sex = 'F' THEN 0.0 END AS sex_male
 FROM mw_index AS i
 JOIN mw_persons AS p ON i.patient_id = p.patient_id"""
@@ -627,50 +511,83 @@ def ehr_features(
     """Features of every cohort patient from ``mw_events`` / ``mw_persons`` (see module doc).
 
     ``index`` has ``patient_id`` and ``index_date``; the block holds one row per index
-    patient (ids as str, in the index's order), kind ``tabular``, named ``source``.
-    Records with no date are an :class:`InputError` naming their table unless
-    ``on_error`` is ``"skip"``, when they are counted as ``missing_date``.
+    patient (ids as str, in the index's order), kind ``tabular``, named ``source``, with
+    ``present`` false (and a NaN row) for patients without a person row or without a
+    record in the window. Records with no date, values and ages that break :data:`CHECKS`
+    are an :class:`InputError` unless ``on_error`` is ``"skip"``, when they are counted
+    (``missing_date``, ``value:...``; the ages are left missing).
     """
-    doms = _domain_list(domains)
+    doms = domain_list(domains)
     if int(min_patients) < 1:
         raise InputError(f"source {source!r}: min_patients is {min_patients}, expected >= 1")
     idx = register_index(engine, index, source=source, lookback_days=lookback_days)
-    joined = _events_joined(engine)
+    ids = [str(v) for v in idx.column("patient_id").to_pylist()]
+    joined, has_person = _events_joined(engine)
 
-    # 1. What happens to each record, per domain.
+    # 1. What happens to each record, per domain; the values checked.
     counts = record_status(
         engine, domains=doms, lookback_days=lookback_days, source=source, on_error=on_error
+    )
+    check_values(
+        engine,
+        ids=ids,
+        domains=doms,
+        lookback_days=lookback_days,
+        source=source,
+        on_error=on_error,
+        audit=audit,
     )
 
     # 2. The aggregates, pushed down.
     result = engine.execute(
         features_sql(
-            joined=joined, domains=doms, lookback_days=lookback_days, min_patients=min_patients
+            joined=joined,
+            domains=doms,
+            lookback_days=lookback_days,
+            min_patients=min_patients,
+            has_person=has_person,
         )
     )
-    totals = result.take(pa.array(np.flatnonzero(_ints(result.column("kind")) == _ROW_TOTAL)))
+    kind = _ints(result.column("kind"))
+    totals = result.take(pa.array(np.flatnonzero(kind == _ROW_TOTAL)))
     in_window = {0: 0, 3: 0}  # records in the window with a code (0) and without (3)
     for st, n in zip(
         totals.column("status").to_pylist(), totals.column("n").to_pylist(), strict=True
     ):
         in_window[int(st)] += int(n)
-    x, names, used_rows, with_events = _pivot(result, n_patients=idx.num_rows)
+    x, names, used_rows = _pivot(result, n_patients=len(ids))
+    has_record = np.zeros(len(ids), dtype=bool)
+    has_record[_ints(result.column("pos"))[kind == _ROW_PRESENT]] = True
+
+    # 3. Who is present, and their demographics.
     demo = engine.execute(DEMOGRAPHICS_SQL)
     pos = demo.column("pos").to_numpy().astype(np.int64)
-    x[pos, 0] = _floats(demo.column("age_at_index"))
+    has_person_row = np.zeros(len(ids), dtype=bool)
+    has_person_row[pos] = True
+    present = presence(audit, source, has_person=has_person_row, has_record=has_record)
+    x[pos, 0] = check_demographics(
+        engine,
+        ids=[ids[p] for p in pos],
+        year_of_birth=_floats(demo.column("year_of_birth")),
+        age=_floats(demo.column("age_at_index")),
+        active=present[pos],
+        source=source,
+        on_error=on_error,
+        audit=audit,
+    )
     x[pos, 1] = _floats(demo.column("sex_male"))
-    found = with_events.copy()
-    found[pos] = True
+    x[~present] = np.nan  # no data is not "no events": an absent row is never read
 
     audit_records(audit, source, counts, missing_code=in_window[3])
     audit.exclude_rows(source, "rare_code", in_window[0] - used_rows)
-    audit.used(source, used_rows, patients=int(found.sum()))
+    audit.used(source, used_rows, patients=int(present.sum()))
     return ModalityBlock(
         name=source,
         kind="tabular",
-        ids=[str(v) for v in idx.column("patient_id").to_pylist()],
+        ids=ids,
         x=x,
         feature_names=names,
+        present=present,
         meta={
             "lookback_days": int(lookback_days),
             "min_patients": int(min_patients),
@@ -681,10 +598,10 @@ def ehr_features(
     )
 
 
-def _pivot(result: pa.Table, *, n_patients: int) -> tuple[np.ndarray, list[str], int, np.ndarray]:
+def _pivot(result: pa.Table, *, n_patients: int) -> tuple[np.ndarray, list[str], int]:
     """The rows of :func:`features_sql` to the wide float32 matrix, demographics first.
 
-    Returns the matrix, the feature names, the records used, and which patients had any.
+    Returns the matrix, the feature names and the records used.
     """
     kind = _ints(result.column("kind"))
     code_rows = result.take(pa.array(np.flatnonzero(kind == _ROW_CODE)))
@@ -732,9 +649,7 @@ def _pivot(result: pa.Table, *, n_patients: int) -> tuple[np.ndarray, list[str],
         else:
             flat[meas_start + MEASUREMENT_STATS.index(stat)] = values[is_meas]
     used_rows = int(_ints(result.column("n"))[stat_rows].sum())
-    with_events = np.zeros(n_patients, dtype=bool)
-    with_events[row] = True
-    return x, names, used_rows, with_events
+    return x, names, used_rows
 
 
 def _ints(values: pa.ChunkedArray) -> np.ndarray:
@@ -747,201 +662,3 @@ def _floats(values: pa.ChunkedArray) -> np.ndarray:
     """A numeric Arrow column as float64 with NaN for nulls."""
     out: np.ndarray = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
     return out.astype(np.float64, copy=False)
-
-
-# --------------------------------------------------------------------------------------
-# Index dates and outcomes from events
-# --------------------------------------------------------------------------------------
-
-_CODE_RE = re.compile(r"^(?P<vocab>[^/]+)/(?P<code>.+)$")
-
-
-def _concept_set(engine: SqlEngine, concepts: Sequence[int | str], *, what: str) -> pa.Table:
-    """``concepts`` (OMOP concept ids or 'VOCABULARY/CODE') as (vocabulary, code) rows."""
-    if isinstance(concepts, str | int) or not len(concepts):
-        raise InputError(
-            f"{what}: expected a non-empty list of OMOP concept ids or 'VOCABULARY/CODE' "
-            f"strings such as 'SNOMED/13645005', got {concepts!r}"
-        )
-    pairs: set[tuple[str, str]] = set()
-    ids: list[int] = []
-    for c in concepts:
-        if isinstance(c, bool):
-            raise InputError(f"{what}: {c!r} is not a concept")
-        if isinstance(c, int) or (isinstance(c, str) and c.strip().isdigit()):
-            ids.append(int(c))
-            pairs.add(("OMOP", str(int(c))))
-            continue
-        m = _CODE_RE.match(str(c).strip())
-        if not m:
-            raise InputError(
-                f"{what}: concept {c!r} is neither an OMOP concept id nor "
-                "'VOCABULARY/CODE' (e.g. 'LOINC/1988-5')"
-            )
-        pairs.add((m["vocab"].strip(), m["code"].strip()))
-    if ids and engine.has("mw_concepts"):
-        listed = ", ".join(str(i) for i in sorted(set(ids)))
-        found = engine.execute(
-            f"SELECT vocabulary, code FROM mw_concepts WHERE concept_id IN ({listed})"
-        )
-        pairs.update(zip(found.column(0).to_pylist(), found.column(1).to_pylist(), strict=True))
-    rows = sorted((str(v), str(c)) for v, c in pairs if v is not None and c is not None)
-    return pa.table(
-        {
-            "vocabulary": pa.array([v for v, _ in rows], type=pa.string()),
-            "code": pa.array([c for _, c in rows], type=pa.string()),
-        }
-    )
-
-
-def first_occurrence(
-    engine: SqlEngine,
-    concepts: Sequence[int | str],
-    *,
-    domains: Iterable[str] = DOMAINS,
-) -> tuple[list[str], pd.DataFrame]:
-    """Index dates: each person's first dated record of any concept in ``concepts``.
-
-    ``concepts`` holds OMOP concept ids (ints or digit strings, resolved through
-    ``mw_concepts`` when the source has one; events of unmapped concepts carry vocabulary
-    ``OMOP``) or ``'VOCABULARY/CODE'`` strings. Returns every person id of ``mw_persons``
-    (sorted), and the frame of ``patient_id`` (str) and ``index_date`` (datetime64) of the
-    persons with such a record, sorted by patient.
-    """
-    engine.require("mw_events", purpose="find first occurrences")
-    engine.require("mw_persons", purpose="find first occurrences")
-    doms = _domain_list(domains)
-    engine.register("mw_concept_set", _concept_set(engine, concepts, what="index concepts"))
-    out = engine.execute(
-        f"""
-SELECT e.patient_id, MIN(e.event_date) AS index_date
-FROM mw_events AS e
-JOIN mw_concept_set AS s ON e.vocabulary = s.vocabulary AND e.code = s.code
-WHERE e.domain IN ({_in_list(doms)})
-  AND e.event_date IS NOT NULL
-  AND e.patient_id IN (SELECT patient_id FROM mw_persons)
-GROUP BY e.patient_id"""
-    ).to_pandas()
-    persons = engine.execute(
-        "SELECT DISTINCT patient_id FROM mw_persons WHERE patient_id IS NOT NULL"
-    )
-    out["patient_id"] = out["patient_id"].astype(str)
-    out["index_date"] = pd.to_datetime(out["index_date"])
-    out = out.sort_values("patient_id", kind="stable").reset_index(drop=True)
-    return sorted(str(v) for v in persons.column(0).to_pylist()), out
-
-
-def outcome_from_events(
-    engine: SqlEngine,
-    index: pd.DataFrame,
-    *,
-    concepts: Sequence[int | str] | None = None,
-    death: bool = False,
-    horizon_days: int | None,
-) -> pd.DataFrame:
-    """Outcomes after the index date from events of ``concepts`` and/or death.
-
-    The event is the first record of a concept in ``concepts`` dated after the index date,
-    or death (``mw_death``) on or after it, whichever comes first. Per index patient (in
-    the index's order): ``time`` (days from the index date to the event, or to the end of
-    observation when there is none: the last ``mw_observation`` end date, else the
-    patient's last record or death; censored), ``event`` (bool) and ``outcome`` (bool:
-    the event within ``horizon_days``; any event when it is None). An empty ``concepts``
-    list counts as none.
-    """
-    if concepts is not None and not isinstance(concepts, str) and not len(concepts):
-        concepts = None
-    if concepts is None and not death:
-        raise InputError("outcome: give concepts, death: true, or both")
-    if horizon_days is not None and int(horizon_days) <= 0:
-        raise InputError(f"outcome: horizon_days is {horizon_days}, expected > 0")
-    engine.require("mw_events", purpose="find outcome events")
-    if death:
-        engine.require("mw_death", purpose="use death as the outcome")
-    idx = _index_table(index)
-    engine.register("mw_index", idx)
-    parts = []
-    if concepts is not None:
-        engine.register("mw_concept_set", _concept_set(engine, concepts, what="outcome concepts"))
-        parts.append(
-            """SELECT e.patient_id, MIN(e.event_date) AS event_date
-  FROM mw_events AS e
-  JOIN mw_concept_set AS s ON e.vocabulary = s.vocabulary AND e.code = s.code
-  JOIN mw_index AS i ON e.patient_id = i.patient_id
-  WHERE e.event_date > i.index_date
-  GROUP BY e.patient_id"""
-        )
-    if death:
-        parts.append(
-            """SELECT d.patient_id, MIN(d.death_date) AS event_date
-  FROM mw_death AS d
-  JOIN mw_index AS i ON d.patient_id = i.patient_id
-  WHERE d.death_date >= i.index_date
-  GROUP BY d.patient_id"""
-        )
-    if engine.has("mw_observation"):
-        ends = "SELECT patient_id, MAX(end_date) AS end_date FROM mw_observation GROUP BY 1"
-    else:
-        last = ["SELECT patient_id, MAX(event_date) AS end_date FROM mw_events GROUP BY 1"]
-        if engine.has("mw_death"):
-            last.append("SELECT patient_id, MAX(death_date) AS end_date FROM mw_death GROUP BY 1")
-        ends = (
-            "SELECT patient_id, MAX(end_date) AS end_date FROM ("
-            + " UNION ALL ".join(last)
-            + ") AS u GROUP BY 1"
-        )
-    events = " UNION ALL ".join(parts)
-    res = engine.execute(
-        f"""
-WITH ev AS ({events}),
-first_event AS (SELECT patient_id, MIN(event_date) AS event_date FROM ev GROUP BY 1),
-ends AS ({ends})
-SELECT i.patient_id,
-       f.event_date - i.index_date AS event_days,
-       o.end_date - i.index_date AS end_days
-FROM mw_index AS i
-LEFT JOIN first_event AS f ON i.patient_id = f.patient_id
-LEFT JOIN ends AS o ON i.patient_id = o.patient_id"""
-    ).to_pandas()
-    ids = [str(v) for v in idx.column("patient_id").to_pylist()]
-    res = res.set_index(res["patient_id"].astype(str)).reindex(ids)
-    event_days = res["event_days"].to_numpy(dtype=np.float64, na_value=np.nan)
-    end_days = res["end_days"].to_numpy(dtype=np.float64, na_value=np.nan)
-    event = ~np.isnan(event_days)
-    horizon = np.inf if horizon_days is None else float(horizon_days)
-    time = np.where(event, event_days, np.nan_to_num(end_days, nan=0.0))
-    time = np.maximum(time, 0.0)
-    return pd.DataFrame(
-        {
-            "patient_id": ids,
-            "outcome": event & (time <= horizon),
-            "time": time,
-            "event": event,
-        }
-    )
-
-
-def open_engine(
-    *,
-    database: str | Path | None = None,
-    url: str | None = None,
-    schema: str | None = None,
-    base_dir: Path | None = None,
-    id_column: Literal["person_source_value", "person_id"] = "person_source_value",
-    domains: Iterable[str] = DOMAINS,
-) -> SqlEngine:
-    """A session over an OMOP CDM with the event-model views built (close it after use).
-
-    ``database`` is a DuckDB file (relative to ``base_dir``), ``url`` a PostgreSQL URL;
-    see :func:`medweave.sources.omop.open_omop`.
-    """
-    from medweave.sources.omop import open_omop
-
-    path: Path | None = None
-    if database is not None:
-        path = Path(database).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-    return open_omop(
-        database=path, url=url, schema=schema, id_column=id_column, domains=list(domains)
-    )

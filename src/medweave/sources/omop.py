@@ -8,6 +8,20 @@ upper-case columns), and the views of the EHR event model (see
 ``drug_exposure``, ``measurement`` and ``visit_occurrence``, with vocabulary and code from
 ``concept`` when it has them (else vocabulary ``OMOP`` and the concept id). ``death`` and
 ``observation_period``, when present, feed :func:`~medweave.sources.ehr_sql.outcome_from_events`.
+
+**Presence.** A cohort patient is present when the ``person`` table has their row
+(``id_column``) and at least one of the domain tables a coded, dated record of theirs in
+the window; the others are counted in the audit as ``no_person_record`` (records whose
+``person_id`` has no person row cannot be linked to anyone: they are ``unknown_patient``
+rows) or ``no_records_in_window``.
+
+**Value checks** (:data:`~medweave.sources.ehr_sql.CHECKS`, in SQL, among the records in
+the window of cohort patients): ``value_as_number`` stored as text that is not a number
+(``'6.1%'``), or not finite; ``year_of_birth`` outside 1850 to this year; an age at the
+index date below 0 (birth after it) or above 125. An error names the database, the table
+and column, the patient and the value; with ``on_error: skip`` the records are left out
+(the ages left missing) and counted by reason. A ``person_source_value`` held by two
+persons is an error either way (choose ``id_column: person_id``).
 """
 
 from __future__ import annotations
@@ -60,7 +74,11 @@ _NUMERIC = {  # base type names (before any "(p, s)") read as numbers directly
     "usmallint",
     "utinyint",
 }
-_NUMBER_RE = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+# A number in a text value column: decimal, or inf / infinity (not finite: reported).
+_NUMBER_RE = (
+    r"^\s*[-+]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
+    r"|[iI][nN][fF]([iI][nN][iI][tT][yY])?)\s*$"
+)
 
 
 class OmopSpec(EhrSpec):
@@ -188,12 +206,22 @@ def _as_bigint(expr: str) -> str:
     return f"CAST({expr} AS BIGINT)"
 
 
-def _number(table: _Table, column: str, alias: str) -> str:
+def _number(table: _Table, column: str, alias: str) -> tuple[str, str]:
+    """``column`` as a number, and as stored where it is text that is not a number (NULL
+    otherwise: the value check reports such text instead of reading it as no value).
+
+    A numeric column is cast as it is; in a text column, a number (or ``inf``, which the
+    check then reports as not finite) is cast, blank text and ``nan`` are no value."""
     col = f"{alias}.{table.col(column)}"
     if table.is_numeric(column):
-        return f"CAST({col} AS DOUBLE)"
+        return f"CAST({col} AS DOUBLE)", "CAST(NULL AS VARCHAR)"
     text = f"CAST({col} AS VARCHAR)"
-    return f"CASE WHEN REGEXP_MATCHES({text}, '{_NUMBER_RE}') THEN CAST({text} AS DOUBLE) END"
+    number = f"REGEXP_MATCHES({text}, '{_NUMBER_RE}')"
+    blank = f"LOWER(TRIM({text})) IN ('', 'nan', '+nan', '-nan')"
+    return (
+        f"CASE WHEN {number} THEN CAST({text} AS DOUBLE) END",
+        f"CASE WHEN {number} OR {blank} THEN NULL ELSE {text} END",
+    )
 
 
 def _birth_date(person: _Table) -> str:
@@ -249,6 +277,7 @@ def build_views(
         pid_of_person = f"CAST(p.{person.col('person_source_value')} AS VARCHAR)"
     else:
         pid_of_person = f"CAST({key_of_person} AS VARCHAR)"
+    engine.origins["person"] = f"table {person.name}"
     gender = _as_bigint("p." + person.col("gender_concept_id"))
     engine.create_view(
         "mw_persons",
@@ -306,6 +335,9 @@ FROM {cdm.ref(person)} AS p""",
             purpose=f"for domain {domain!r} (or leave it out of domains:)",
         )
         engine.origins[domain] = f"table {table.name} (column {table.columns[date_col][0]})"
+        if domain == "measurement":
+            stored = table.columns["value_as_number"][0]
+            engine.origins["measurement.value"] = f"table {table.name} column {stored}"
         parts.append(_domain_select(engine, cdm, table, domain=domain, form="events"))
         keyed_parts.append(_domain_select(engine, cdm, table, domain=domain, form="keyed"))
         date_parts.append(_domain_select(engine, cdm, table, domain=domain, form="dates"))
@@ -374,8 +406,9 @@ def _domain_select(
     else:
         vocabulary, code = "'OMOP'", fallback_code
     value, unit = "CAST(NULL AS DOUBLE)", "CAST(NULL AS VARCHAR)"
+    value_text = "CAST(NULL AS VARCHAR)"
     if domain == "measurement":
-        value = _number(table, "value_as_number", "t")
+        value, value_text = _number(table, "value_as_number", "t")
     if domain == "measurement" and form == "events":
         unit_parts = []
         if engine.has("mw_concepts") and "unit_concept_id" in table.columns:
@@ -398,6 +431,7 @@ def _domain_select(
     ]
     if form == "events":
         columns.append(f"{unit} AS unit")
+    columns.append(f"{value_text} AS value_text")
     return f"SELECT {', '.join(columns)} FROM {cdm.ref(table)} AS t " + " ".join(joins)
 
 
