@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -276,9 +278,9 @@ def test_unsupported_resources_are_counted(tmp_path: Path) -> None:
         (pd.Timestamp("2020-06-01") - pd.Timestamp("1960-01-15")).days / 365.25
     )
     assert x["measurement:LOINC/1988-5:last"] == 4.0
-    # b has no Patient resource: unknown demographics, and its only record was an error.
-    xb = dict(zip(block.feature_names, block.x[block.ids.index("b")], strict=True))
-    assert np.isnan(xb["sex_male"]) and xb["measurement:LOINC/1988-5:count"] == 0.0
+    # b has no Patient resource (and its only record was an error): absent, not zeros.
+    assert not block.present[block.ids.index("b")]
+    assert np.isnan(block.x[block.ids.index("b")]).all()
 
 
 def test_bundle_with_urn_references_panels_and_medication_references(tmp_path: Path) -> None:
@@ -393,7 +395,7 @@ def test_bundle_errors_name_the_entry(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text(
         json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [good, 42]})
     )
-    with pytest.raises(InputError, match=r"b\.json entry 1: expected a JSON object"):
+    with pytest.raises(InputError, match=r"b\.json entry 1: is a JSON int.*expected a JSON object"):
         _read_small(tmp_path, "b.json")
     no_subject = {k: v for k, v in _obs("a", "718-7", 4.0).items() if k != "subject"}
     (tmp_path / "b.json").write_text(
@@ -430,7 +432,10 @@ def test_unresolved_subject_and_medication(tmp_path: Path) -> None:
         ],
     }
     del panel["valueQuantity"]
-    _ndjson(tmp_path / "x.ndjson", [_patient("a"), req, obs, panel, _obs("b", "718-7", 12.5)])
+    _ndjson(
+        tmp_path / "x.ndjson",
+        [_patient("a"), req, obs, panel, _patient("b"), _obs("b", "718-7", 12.5)],
+    )
     with pytest.raises(
         InputError, match=r"x\.ndjson line 2: MedicationRequest 'm1' .*'Medication/nope'"
     ):
@@ -457,5 +462,214 @@ def test_spec_and_path_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no FHIR files"):
         _read_small(tmp_path, "empty")
     (tmp_path / "list.json").write_text("[1, 2]")
-    with pytest.raises(InputError, match=r"list\.json: expected a JSON object"):
+    with pytest.raises(InputError, match=r"list\.json: holds a JSON list.*expected a JSON object"):
         _read_small(tmp_path, "list.json")
+
+
+# --- value checks and unreadable input (issue 16) -------------------------------------------
+
+
+def _two_patients(tmp_path: Path, extra: list[dict[str, Any]], name: str = "x.ndjson") -> Path:
+    """``a`` and ``b`` with a Patient and an Observation each, then ``extra``."""
+    resources = [_patient("a"), _obs("a", "1988-5", 4.0), _patient("b"), _obs("b", "1988-5", 2.0)]
+    return _ndjson(tmp_path / name, resources + extra)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem", "shown"),
+    [
+        ('"6.1"', "not_a_number", "'6.1', which is text"),
+        ("true", "not_a_number", "True, which is not a number"),
+        ("NaN", "non_finite", "nan, which is not a finite number"),
+        ("-Infinity", "non_finite", "-inf, which is not a finite number"),
+        ("1e400", "non_finite", "inf, which is not a finite number"),
+    ],
+)
+def test_observation_values_must_be_finite_json_numbers(
+    tmp_path: Path, raw: str, problem: str, shown: str
+) -> None:
+    """Python's json reads NaN, Infinity and 1e400 as floats; FHIR allows none of them."""
+    bad = json.dumps(_obs("a", "718-7", 99.0)).replace("99.0", raw)
+    path = _two_patients(tmp_path, [])
+    path.write_text(path.read_text() + bad + "\n")
+    with pytest.raises(InputError) as err:
+        _read_small(tmp_path, "x.ndjson")
+    msg = str(err.value)
+    assert "x.ndjson line 5: Observation" in msg
+    assert f"valueQuantity.value {shown}" in msg
+    assert "expected a finite JSON number" in msg and "on_error: skip in source 'ehr'" in msg
+    block, audit = _read_small(tmp_path, "x.ndjson", on_error="skip")
+    assert audit.source("ehr").excluded[f"valueQuantity.value:{problem}"] == 1
+    assert not any("718-7" in n for n in block.feature_names)
+
+
+def test_a_bad_component_value_leaves_the_whole_panel_out(tmp_path: Path) -> None:
+    panel = {**_obs("a", "85354-9", 0.0), "id": "bp"}
+    del panel["valueQuantity"]
+    panel["component"] = [
+        {"code": _obs("a", "8480-6", 0)["code"], "valueQuantity": {"value": 120}},
+        {"code": _obs("a", "8462-4", 0)["code"], "valueQuantity": {"value": "80"}},
+    ]
+    _two_patients(tmp_path, [panel])
+    with pytest.raises(InputError, match=r"line 5: Observation 'bp' .*component\[1\]\.value"):
+        _read_small(tmp_path, "x.ndjson")
+    block, audit = _read_small(tmp_path, "x.ndjson", on_error="skip")
+    assert audit.source("ehr").excluded["valueQuantity.value:not_a_number"] == 1
+    assert not any("8480-6" in n for n in block.feature_names)
+
+
+@pytest.mark.parametrize(
+    ("date", "words"),
+    [
+        ("03/01/2020", "not a FHIR date (day and month in an ambiguous order)"),
+        ("2020-03", "a date without a day"),
+        ("2020-03-01junk", "not a FHIR date"),
+        ("2020-03-01T25:00:00Z", "not a FHIR date"),
+        ("2020-13-01", "not a FHIR date"),
+        ("20200301", "not a FHIR date"),
+    ],
+)
+def test_record_dates_must_be_fhir_dates(tmp_path: Path, date: str, words: str) -> None:
+    condition = {
+        "resourceType": "Condition",
+        "id": "c1",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "13645005"}]},
+        "subject": {"reference": "Patient/a"},
+        "onsetDateTime": date,
+    }
+    _two_patients(tmp_path, [condition])
+    with pytest.raises(InputError) as err:
+        _read_small(tmp_path, "x.ndjson")
+    msg = str(err.value)
+    assert f"line 5: Condition 'c1' has onsetDateTime {date!r}, {words}" in msg
+    assert "; expected a FHIR date or dateTime with a day" in msg
+    _, audit = _read_small(tmp_path, "x.ndjson", on_error="skip")
+    assert audit.source("ehr").excluded["invalid_date"] == 1
+
+
+@pytest.mark.parametrize(
+    ("birth", "reason", "words"),
+    [
+        ("2999-01-01", "birth_in_future", "in the future"),
+        ("1950-13-01", "invalid_birth_date", "not a FHIR date"),
+        ("1950-02-30", "invalid_birth_date", "not a calendar date"),
+        ("01/06/1950", "invalid_birth_date", "not a FHIR date"),
+    ],
+)
+def test_bad_birth_dates_are_named_but_never_shown(
+    tmp_path: Path, birth: str, reason: str, words: str
+) -> None:
+    _ndjson(
+        tmp_path / "x.ndjson",
+        [_patient("a"), _obs("a", "1988-5", 4.0), _patient("b", birth=birth)],
+    )
+    with pytest.raises(InputError) as err:
+        _read_small(tmp_path, "x.ndjson")
+    msg = str(err.value)
+    assert "x.ndjson line 3: Patient 'b' has a birthDate" in msg and words in msg
+    assert birth not in msg and birth[:4] not in msg  # a birth date identifies a person
+    _, audit = _read_small(tmp_path, "x.ndjson", on_error="skip")
+    assert audit.source("ehr").excluded[reason] == 1
+
+
+def test_records_before_the_birth_date(tmp_path: Path) -> None:
+    """An event before the earliest day a (partial) birthDate allows is left out."""
+    _ndjson(
+        tmp_path / "x.ndjson",
+        [
+            _patient("a", birth="2019-06"),
+            _obs("a", "1988-5", 4.0, date="2019-06-01"),  # possible: born on 1 June
+            _obs("a", "1988-5", 9.0, date="2019-05-31"),
+            _patient("b"),
+            _obs("b", "1988-5", 2.0),
+        ],
+    )
+    with pytest.raises(InputError) as err:
+        _read_small(tmp_path, "x.ndjson")
+    msg = str(err.value)
+    assert "x.ndjson line 3: Observation" in msg
+    assert "effectiveDateTime 2019-05-31, before the birth of Patient 'a'" in msg
+    assert "2019-06" not in msg.replace("2019-06-01", "")
+    block, audit = _read_small(tmp_path, "x.ndjson", on_error="skip")
+    assert audit.source("ehr").excluded["record_before_birth"] == 1
+    x = dict(zip(block.feature_names, block.x[block.ids.index("a")], strict=True))
+    assert x["measurement:LOINC/1988-5:count"] == 1.0 and x["measurement:LOINC/1988-5:max"] == 4.0
+
+
+def test_bad_ndjson_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    path = _two_patients(tmp_path, [])
+    good = path.read_bytes()
+    path.write_bytes(
+        b"\xef\xbb\xbf" + good + b'{"resourceType": "Obs\n[1, 2]\n{"id": "x"}\n\xff\xfe\n'
+    )
+    with pytest.raises(InputError, match=r"x\.ndjson line 5: not valid JSON \(Unterminated"):
+        _read_small(tmp_path, "x.ndjson")
+    block, audit = _read_small(tmp_path, "x.ndjson", on_error="skip")
+    src = audit.source("ehr")
+    assert src.excluded["invalid_json"] == 2  # the cut line and the one that is not UTF-8
+    assert src.excluded["not_a_resource"] == 2  # a list, and an object without resourceType
+    assert src.rows_used == 2  # the first line was read despite its byte-order mark
+    assert block.present.all()
+
+
+def _bundle(entries: list[dict[str, Any]]) -> str:
+    return json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}, indent=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message", "reason"),
+    [
+        ("cut.json", _bundle([{"resource": _patient("c")}])[:-30], r"cut short", "unreadable_file"),
+        ("empty.json", '{"resourceType": "Bundle"}', r"Bundle\.entry: is missing", "empty_bundle"),
+        ("other.json", '{"name": "not FHIR"}', r"no resourceType", "not_a_resource"),
+        ("latin.json", _bundle([]).encode("utf-16"), r"line 1: not UTF-8", "unreadable_file"),
+        (
+            "bad.ndjson.gz",
+            gzip.compress(b'{"resourceType": "Patient", "id": "c"}\n' * 50)[:-20],
+            r"line \d+: cannot read the file: its gzip data is corrupt",
+            "unreadable_file",
+        ),
+        ("bad.json.gz", b"\x1f\x8b\x08\x00garbage", r"gzip data is corrupt", "unreadable_file"),
+    ],
+)
+def test_unreadable_files_are_left_out_whole(
+    tmp_path: Path, name: str, content: str | bytes, message: str, reason: str
+) -> None:
+    folder = tmp_path / "fhir"
+    folder.mkdir()
+    _two_patients(folder, [])
+    target = folder / name
+    target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(InputError, match=re.escape(str(target)) + ".*" + message):
+        _read_small(tmp_path, "fhir")
+    block, audit = _read_small(tmp_path, "fhir", on_error="skip")
+    src = audit.source("ehr")
+    assert src.excluded[reason] == 1
+    assert src.rows_used == 2 and block.present.all()
+    assert "Patient" not in str(src.excluded)  # nothing of the bad file was used (no patient c)
+
+
+def test_path_with_spaces_and_accents_reads_fine(tmp_path: Path) -> None:
+    folder = tmp_path / "données patients" / "exporté 2020"
+    folder.mkdir(parents=True)
+    _ndjson(folder / "Patient é.ndjson", [_patient("a"), _patient("b")])
+    with gzip.open(folder / "Observation ü.ndjson.gz", "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps(_obs("a", "1988-5", 4.0)) + "\n" + json.dumps(_obs("b", "1988-5", 1.0)))
+    block, audit = _read_small(tmp_path, "données patients")
+    assert audit.source("ehr").rows_used == 2 and block.present.all()
+    assert block.meta["fhir_files"] == 2
+
+
+def test_patients_without_a_patient_resource_are_missing(tmp_path: Path) -> None:
+    """Records are not enough: a patient with no Patient resource has no person record, so
+    is absent (not present with zero counts), and the audit says why."""
+    _ndjson(
+        tmp_path / "x.ndjson",
+        [_patient("a"), _obs("a", "1988-5", 4.0), _obs("b", "1988-5", 2.0)],
+    )
+    block, audit = _read_small(tmp_path, "x.ndjson")
+    src = audit.source("ehr")
+    assert block.present.tolist() == [True, False]
+    assert np.isnan(block.x[1]).all()
+    assert src.patients == 1
+    assert src.patients_missing["no_person_record"] == 1

@@ -98,7 +98,7 @@ def subject(res: dict[str, Any]) -> str:
         raise Problem(
             "missing_subject",
             "subject.reference",
-            "has no subject reference to its Patient",
+            "has no subject reference",
             field="subject",
         )
     return ref

@@ -128,18 +128,19 @@ class FileReader:
                 # NDJSON saved as .json: one resource per line.
                 self._read_lines(text.splitlines(), fi)
                 return
-            cut = " (the file ends too early: was it cut short?)"
+            # An unterminated string runs to the end of the text: cut short as well.
+            ends = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+            cut = " (the text ends too early: was the file cut short?)" if ends else ""
             self._unreadable(
                 f"{path} line {exc.lineno} column {exc.colno}",
-                f"not valid JSON ({exc.msg}){cut if exc.pos >= len(text.rstrip()) else ''}",
+                f"not valid JSON ({exc.msg.removesuffix(' starting at')}){cut}",
             )
             return
         if not isinstance(doc, dict):
             where = str(path)
             self.report(
                 where,
-                f"{where}: expected a JSON object (a Bundle or a resource), got "
-                f"{type(doc).__name__}",
+                f"{where}: holds a JSON {type(doc).__name__}, not a Bundle or a resource",
                 field="resourceType",
                 reason="not_a_resource",
                 what="files",
@@ -158,6 +159,7 @@ class FileReader:
             except UnicodeDecodeError as exc:
                 self._bad_line(fi, no, f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})")
                 continue
+            text = text.rstrip("\r\n")
             if no == 1:
                 text = text.removeprefix("\ufeff")
             if not text or text.isspace():
@@ -165,13 +167,14 @@ class FileReader:
             try:
                 res = decode(text)
             except json.JSONDecodeError as exc:
-                self._bad_line(fi, no, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                msg = exc.msg.removesuffix(" starting at")
+                self._bad_line(fi, no, f"not valid JSON ({msg} at column {exc.colno})")
                 continue
             if not isinstance(res, dict):
                 where = self.where_text(fi, no)
                 self.report(
                     where,
-                    f"{where}: expected a JSON object (a FHIR resource), got {type(res).__name__}",
+                    f"{where}: holds a JSON {type(res).__name__}, not a resource",
                     field="resourceType",
                     reason="not_a_resource",
                     what="lines",
@@ -185,7 +188,7 @@ class FileReader:
         where = self.where_text(fi, no)
         self.report(
             where,
-            f"{where}: {text}; each line of an NDJSON file must be one JSON resource",
+            f"{where}: {text}",
             field="json",
             reason="invalid_json",
             what="lines",
@@ -207,14 +210,14 @@ class FileReader:
         for i, entry in enumerate(entries):
             where = f"{prefix}entry {i}"
             if not isinstance(entry, dict):
-                self._not_resource(fi, where, f"expected a JSON object, got {type(entry).__name__}")
+                self._not_resource(fi, where, f"is a JSON {type(entry).__name__}, not an entry")
                 continue
             res = entry.get("resource")
             if res is None:
                 self.excluded["entry_without_resource"] += 1
                 continue
             if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-                self._not_resource(fi, where, "resource must be a JSON object with a resourceType")
+                self._not_resource(fi, where, "holds a resource without a resourceType")
                 continue
             if res["resourceType"] == "Bundle":
                 self._read_bundle(res, fi, f"{where} > ")

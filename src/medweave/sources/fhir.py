@@ -28,12 +28,35 @@ URI path, or the URI itself. When a CodeableConcept has several codings, the fir
 known vocabulary wins, else the first one with a code.
 
 Subjects are ``Patient/<id>`` references (also absolute ``.../Patient/<id>`` URLs, and
-``urn:uuid:`` references to a Bundle entry's ``fullUrl``). A resource that lacks an element
-its domain needs raises :class:`InputError` naming the file, the NDJSON line or Bundle
-entry, and the element; with ``on_error: skip`` it is left out and counted in the audit
-(``missing_subject``, ``missing_code``, ``missing_date``, ...). Resources of other types are
-counted as ``unsupported_resource``; resources marked ``entered-in-error`` as
-``entered_in_error``; a resource type and id seen twice as ``duplicate_resource``.
+``urn:uuid:`` references to a Bundle entry's ``fullUrl``).
+
+Every resource is checked at the door against :data:`CHECKS` (``medweave list`` shows
+them). A resource that breaks a check raises :class:`InputError` naming the file, the
+NDJSON line or Bundle entry, the resource and the element; with ``on_error: skip`` it is
+left out and counted in the audit under its reason:
+
+* ``missing_subject``, ``unresolved_subject`` (not a Patient reference), ``missing_code``,
+  ``unresolved_medication``, ``missing_class``, ``invalid_component``;
+* ``missing_date``; ``invalid_date``: not a FHIR date or dateTime with a day
+  (``03/01/2020``, ``2020-03``, ``2019-02-30``, ``2020-03-01T25:00:00``);
+  ``record_before_birth``: dated before the earliest day its Patient's birthDate allows;
+* ``valueQuantity.value:not_a_number`` (text such as ``"6.1"``, ``true``) and
+  ``valueQuantity.value:non_finite`` (``NaN``, ``Infinity``: not JSON, but Python's JSON
+  parser accepts them);
+* Patients: ``missing_id``, ``invalid_birth_date`` (not a FHIR date, or not a calendar
+  date), ``birth_in_future``. Birth dates never appear in messages.
+
+What cannot be read as resources (see :mod:`medweave.sources._fhir_files`) honours
+``on_error`` the same way: ``invalid_json`` (an NDJSON line), ``not_a_resource`` (no
+``resourceType``), ``empty_bundle``, ``unreadable_file`` (a Bundle cut short, corrupt gzip:
+the whole file is left out). A path that does not exist or a folder without FHIR files is an
+error under both settings. Resources of other types are counted as
+``unsupported_resource``; resources marked ``entered-in-error`` as ``entered_in_error``; a
+resource type and id seen twice as ``duplicate_resource``.
+
+Presence follows the event model's rule (:mod:`medweave.sources.ehr_sql`): records whose
+subject has no Patient resource are kept in ``mw_events`` but give no person row, so that
+patient is not present.
 """
 
 from __future__ import annotations
@@ -100,7 +123,7 @@ CHECKS = ValueChecks(
             "a readable file of FHIR JSON in UTF-8, optionally gzip: one resource per NDJSON "
             "line, or one Bundle or resource per .json file",
         ),
-        Rule("json", "one JSON resource per line (NDJSON)"),
+        Rule("json", "each line of an NDJSON file to be one JSON resource in UTF-8"),
         Rule(
             "resourceType",
             "a JSON object with a resourceType (a FHIR resource)",
@@ -301,9 +324,10 @@ class _Parser(FileReader):
         """Raise, or with on_error skip count the resource as excluded for ``p.reason``."""
         name = f"{rtype} {rid!r}" if isinstance(rid, str) else rtype
         where = self.where_text(fi, pos)
+        element = "" if p.element in p.detail else f" (element {p.element})"
         self.report(
             where,
-            f"{where}: {name} {p.detail} (element {p.element})",
+            f"{where}: {name} {p.detail}{element}",
             field=p.field,
             reason=p.reason,
             what="resources",
@@ -337,9 +361,7 @@ class _Parser(FileReader):
     def _patient(self, res: dict[str, Any]) -> None:
         pid = res.get("id")
         if not isinstance(pid, str) or not pid:
-            raise Problem(
-                "missing_id", "id", "has no id; patients are referred to by id", field="id"
-            )
+            raise Problem("missing_id", "id", "has no id", field="id")
         gender = res.get("gender")
         sex = {"male": "M", "female": "F"}.get(gender) if isinstance(gender, str) else None
         year: int | None = None
@@ -503,16 +525,13 @@ class _Parser(FileReader):
             if self.where[i] in failed:
                 continue
             if pid is None:
-                detail = (
-                    f"has subject {self.ref[i]!r}, which is not a Patient reference "
-                    "(Patient/<id>) or the fullUrl of a Patient in the same input"
-                )
+                detail = f"has subject {self.ref[i]!r}, which is not a Patient reference"
                 fail(i, Problem("unresolved_subject", "subject.reference", detail, field="subject"))
             elif pid in self.born and self.date[i] < self.born[pid]:
                 element = self.date_element[i]
                 detail = (
                     f"has {element} {self.date[i]}, before the birth of Patient {pid!r} "
-                    "(its birthDate is not shown: it identifies a person)"
+                    "(birthDate not shown: it identifies a person)"
                 )
                 fail(i, Problem("record_before_birth", element, detail, field="date"))
         # Every event of a resource that failed goes (the other components of a panel).
@@ -605,6 +624,7 @@ def open_fhir(
     )
     engine.unavailable["mw_observation"] = "FHIR input has no observation periods"
     engine.origins = {d: f"FHIR {_RESOURCE_OF[d]} resources in {path}" for d in domains}
+    engine.origins["person"] = f"FHIR Patient resources in {path}"
     return engine, parsed
 
 
