@@ -252,6 +252,8 @@ def read_header(path: Path) -> DicomFile | None:
         size = path.stat().st_size
     except OSError as exc:
         raise FileProblem(path, f"cannot be opened ({type(exc).__name__})") from None
+    if size == 0:
+        raise FileProblem(path, "is empty (0 bytes); was it copied completely?")
     ds = _read(path, defer_size=_DEFER)
     with quiet_pydicom():
         pixel_length = _check_extent(ds, path, size)

@@ -54,6 +54,15 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[tuple[int, ...],
     raise FileProblem(path, f"NIfTI with {len(shape)} dimensions {shape}; expected 2 to 4")
 
 
+def _refuse_empty(path: Path) -> None:
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as exc:
+        raise FileProblem(path, f"cannot be opened ({type(exc).__name__})") from None
+    if empty:
+        raise FileProblem(path, "is empty (0 bytes); was it copied completely?")
+
+
 def _stored_dtype(dtype: np.dtype) -> np.dtype:
     """The numbers a NIfTI data type is made of: RGB(A) as bytes, complex as float pairs."""
     if dtype.fields:
@@ -107,6 +116,7 @@ def nifti_info(path: Path, *, values: ValueSummary | None = None) -> dict[str, A
     """
     import nibabel as nib
 
+    _refuse_empty(path)
     try:
         img = nib.load(path)
     except Exception as exc:
@@ -168,6 +178,7 @@ def read_nifti(path: Path) -> RawImage:
 def _open_picture(path: Path) -> tuple[np.ndarray, str]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    _refuse_empty(path)
     try:
         with Image.open(path) as im:
             im.load()

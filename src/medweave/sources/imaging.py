@@ -118,7 +118,7 @@ def _image_checks(reader: str, unit: str, units_words: str) -> ValueChecks:
     return ValueChecks(
         reader,
         [
-            Rule(unit, f"finite {units_words} (no NaN or inf, also not as a background)"),
+            Rule(unit, f"finite {units_words} (no NaN or inf, not even as a background)"),
             Rule(
                 "image",
                 f"an image whose {units_words} vary (not all zero or one value throughout)",
@@ -130,7 +130,7 @@ def _image_checks(reader: str, unit: str, units_words: str) -> ValueChecks:
 
 
 #: The values of the chosen DICOM series: pixels in modality units (after rescale).
-DICOM_CHECKS = _image_checks("dicom", "pixels", "pixel values (modality units)")
+DICOM_CHECKS = _image_checks("dicom", "pixels", "pixel values in modality units")
 #: The voxels of the chosen NIfTI file (after scl_slope/scl_inter).
 NIFTI_CHECKS = _image_checks("nifti", "voxels", "voxel values")
 #: The pixels of the chosen PNG/JPEG file.

@@ -159,6 +159,10 @@ def _all_zero(scans: Path) -> None:
     write_ct(scans / "zero.dcm", pixels=np.full((8, 8), 1024, dtype=np.uint16))
 
 
+def _zero_size(scans: Path) -> None:
+    (scans / "empty.dcm").write_bytes(b"")
+
+
 def _not_dicom(scans: Path) -> None:
     (scans / "notes.dcm").write_text("a text file named like an image\n" * 10)
 
@@ -321,6 +325,13 @@ CASES: list[BrokenInput] = [
         skip_reason="unreadable",
     ),
     BrokenInput(
+        "dicom: zero-size file",
+        "dicom",
+        _dicom(_zero_size),
+        names=("empty.dcm", "is empty (0 bytes)"),
+        skip_reason="unreadable",
+    ),
+    BrokenInput(
         "dicom: empty folder",
         "dicom",
         _empty_folder,
@@ -361,7 +372,7 @@ CASES: list[BrokenInput] = [
         "nifti: zero-size file",
         "nifti",
         _manifest("nifti", [("P1", "empty.nii", _OK)], {"empty.nii": _text("")}),
-        names=("empty.nii", "cannot be read as NIfTI"),
+        names=("empty.nii", "is empty (0 bytes)"),
         skip_reason="unreadable",
     ),
     BrokenInput(
