@@ -31,7 +31,6 @@ from medweave.errors import InputError
 __all__ = [
     "DicomFile",
     "FileProblem",
-    "check_decodable",
     "describe_error",
     "find_dicom_files",
     "float_tag",
@@ -351,19 +350,6 @@ def describe_error(exc: Exception) -> str:
     """A decoder's complaint on one line (about the pixel encoding, never the patient)."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
-
-
-def check_decodable(path: Path) -> None:
-    """Decode the first frame of a compressed file: is a working codec installed?"""
-    from pydicom.pixels import pixel_array
-
-    with quiet_pydicom():
-        try:
-            pixel_array(path, index=0)
-        except Exception as exc:
-            raise FileProblem(
-                path, f"tag PixelData cannot be decoded ({describe_error(exc)})"
-            ) from None
 
 
 def _check_decoder(syntax: UID, path: Path) -> None:
