@@ -17,6 +17,7 @@ from medweave.cohort._audit import Audit
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
 from medweave.sources import ReadContext
+from medweave.sources.ehr_sequence import ehr_sequences
 from medweave.sources.ehr_sql import (
     SqlEngine,
     ehr_features,
@@ -26,6 +27,7 @@ from medweave.sources.ehr_sql import (
 )
 from medweave.sources.omop import OmopSpec, open_omop, read_omop
 from medweave.synth import synthesize
+from tests.sources.broken.ehr import DOMAIN_TABLES, write_cdm
 
 LOOKBACK = 1095
 CRP = 3020460
@@ -411,6 +413,37 @@ def test_birth_date_and_text_value_fallbacks(
     values = [c for c in got.columns if c.startswith("measurement:")]
     differ = (got[values] != want[values]) & ~(got[values].isna() & want[values].isna())
     assert differ.any(axis=1).sum() == 1  # only the patient with the unreadable value
+
+
+# --- presence -------------------------------------------------------------------------
+
+
+def test_presence_needs_a_person_row_and_a_record(
+    tmp_path: Path, pg_url: str, pg_load: Callable[..., str]
+) -> None:
+    # P5 has a person row and no record; P6 has records but no person row (they cannot be
+    # linked to anyone: their rows are unknown_patient).
+    sql = ";".join(f"DELETE FROM {t} WHERE person_id = 5" for t in DOMAIN_TABLES)
+    path = write_cdm(tmp_path / "cdm.duckdb", sql + "; DELETE FROM person WHERE person_id = 6")
+    schema = pg_load(path)
+    index = pd.DataFrame(
+        {"patient_id": [f"P{i}" for i in range(1, 7)], "index_date": pd.Timestamp("2020-06-30")}
+    )
+    for kw in ({"database": path}, {"url": pg_url, "schema": schema}):
+        with open_omop(**kw) as engine:
+            block, audit = _features(engine, index, min_patients=1)
+            seq_audit = Audit()
+            seq = ehr_sequences(
+                engine, index=index, lookback_days=LOOKBACK, audit=seq_audit, source="ehr"
+            )
+        assert block.present.tolist() == [True] * 4 + [False] * 2, kw
+        assert np.isnan(block.x[4:]).all()  # not zero counts: no data
+        src = audit.sources["ehr"]
+        assert dict(src.patients_missing) == {"no_person_record": 1, "no_records_in_window": 1}
+        assert src.patients == 4
+        assert src.excluded["unknown_patient"] == 5  # P6's five records
+        np.testing.assert_array_equal(seq.present, block.present)
+        assert seq_audit.sources["ehr"].patients_missing == src.patients_missing
 
 
 # --- bad input ------------------------------------------------------------------------

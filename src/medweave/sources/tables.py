@@ -1,27 +1,67 @@
 """Flat tables: CSV/Parquet, wide (one row per patient) or long events (id, time, code, value).
 
-Long events go through the same event model and feature SQL as OMOP and FHIR
+Both are read with :func:`~medweave.sources._io.read_frame` (CSV as text with a declared
+schema: encoding, byte-order mark and delimiter found and kept, duplicated column names
+refused) and their values converted through the readers' value checks (:data:`CHECKS`,
+:data:`EVENTS_CHECKS`): a number that is text (``'6.1%'``, ``'1,5'``) or not finite
+(``inf``), a date that is not ISO 8601 (``01/03/2020`` is refused as ambiguous) or is
+empty is an error naming the file, line, column and value, or with ``on_error: skip`` the
+row is left out and counted (``{column}:not_a_number``, ``{column}:non_finite``,
+``bad_date``, ``missing_date``).
+
+**table** (one row per patient, or several dated ones: the latest on or before the index
+date is kept). A patient with a row is present unless every feature value of that row is
+missing (the row is counted as ``no_values``, and the patient missing for that reason); a
+patient without a row is not present. A second row of a patient without ``date_column``
+is an error, or with ``on_error: skip`` every row of that patient is left out
+(``duplicate_patient``).
+
+**events** go through the same event model and feature SQL as OMOP and FHIR
 (:mod:`medweave.sources.ehr_sql`), so a code's count, last value, slope and so on mean the
 same whichever format it came from; with ``form: sequence`` they become event sequences
-(:mod:`medweave.sources.ehr_sequence`), as for OMOP and FHIR.
+(:mod:`medweave.sources.ehr_sequence`). There is no person table: every index patient has
+a person row, so a patient is present when they have at least one record in the window
+(else missing as ``no_records_in_window``). Values are checked in the window only (the
+records that would be used); dates of every cohort patient's records are checked.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from medweave.cohort._audit import Audit
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
 from medweave.sources._base import ReadContext, SourceSpec, register
+from medweave.sources._checks import Rule, ValueChecks, Violation
 from medweave.sources._ehr_spec import EhrSpec, ehr_block
-from medweave.sources._io import data_row, parse_dates, read_frame, require_columns
+from medweave.sources._io import data_row, date_problems, read_frame, require_columns
 from medweave.sources.ehr_sql import DOMAINS, SqlEngine
 
-__all__ = ["EventsSpec", "TableSpec"]
+__all__ = ["CHECKS", "EVENTS_CHECKS", "EventsSpec", "TableSpec"]
+
+_ISO = "an ISO 8601 date (YYYY-MM-DD)"
+#: Value checks of ``table``: every feature column that is not categorical, and the dates.
+CHECKS = ValueChecks(
+    "table",
+    [
+        Rule("*", "a finite number, or empty (list a text column under categorical)"),
+        Rule("date_column", _ISO, required=True),
+    ],
+)
+#: Value checks of ``events``: the value and time columns.
+EVENTS_CHECKS = ValueChecks(
+    "events",
+    [
+        Rule("value_column", "a finite number, or empty (a record without a value)"),
+        Rule("time_column", _ISO, required=True),
+    ],
+)
 
 
 class TableSpec(SourceSpec):
@@ -50,70 +90,160 @@ class EventsSpec(EhrSpec):
     domain: Literal["condition", "drug", "measurement", "visit"] | None = None
 
 
+def check_dates(
+    values: pd.Series,
+    *,
+    checks: ValueChecks,
+    field: str,
+    path: Path,
+    source: str,
+    on_error: Literal["raise", "skip"],
+    audit: Audit,
+    active: np.ndarray,
+) -> tuple[pd.Series, np.ndarray]:
+    """Parsed dates (NaT where empty or bad), and the rows to keep.
+
+    Among ``active`` rows, a date that is not ISO 8601 or is empty is reported through
+    ``checks`` (rule ``field``): an :class:`InputError` naming the line, the column and
+    the value, or the row left out and counted as ``bad_date`` / ``missing_date``.
+    """
+    dates, problem = date_problems(values)
+    text = problem.to_numpy(dtype=object)
+    bad = (text != "") & active
+    missing = dates.isna().to_numpy() & (text == "") & active
+    rows = np.flatnonzero(bad | missing)
+    if len(rows):
+        first = int(rows[0])
+        violation = Violation(
+            checks.rule(field),
+            str(text[first]) if bad[first] else "missing",
+            f"{path} {data_row(path, first)}",
+            values.iloc[first],
+            str(values.name),
+        )
+        checks.report(
+            [violation],
+            source=source,
+            on_error=on_error,
+            audit=audit,
+            counts={"bad_date": int(bad.sum()), "missing_date": int(missing.sum())},
+        )
+    return dates, ~(bad | missing)
+
+
 @register("table", spec=TableSpec, description="flat CSV/Parquet table, one row per patient")
 def read_table(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
     assert isinstance(spec, TableSpec)
     path = ctx.resolve(spec.path)
     frame = read_frame(path).reset_index(drop=True)
     require_columns(frame, [spec.id_column], path=path, key="id_column")
-    ctx.audit.read(spec.name, len(frame))
-    ids = frame[spec.id_column].astype(str)
-    index = ctx.index.set_index(ctx.index["patient_id"].astype(str))["index_date"]
-    known = ids.isin(index.index)
-    ctx.audit.exclude_rows(spec.name, "unknown_patient", int((~known).sum()))
-    ctx.audit.unknown_patients(spec.name, sorted(set(ids[~known])))
-    keep = known.to_numpy().copy()
     if spec.date_column is not None:
         require_columns(frame, [spec.date_column], path=path, key="date_column")
-        dates = parse_dates(frame[spec.date_column], path=path, column=spec.date_column)
-        after = keep & (dates.to_numpy() > index.reindex(ids).to_numpy())
-        ctx.audit.exclude_rows(spec.name, "after_index", int(after.sum()))
-        keep &= ~after
-        # Per patient, the latest row left (rows are sorted by id, then date).
-        sub = pd.DataFrame({"id": ids.to_numpy(), "keep": keep, "date": dates.to_numpy()})
-        sub = sub.iloc[np.lexsort((dates.to_numpy(), ids.to_numpy()))]
-        last = sub[sub["keep"]].drop_duplicates("id", keep="last").index.to_numpy()
-        latest = np.zeros(len(frame), dtype=bool)
-        latest[last] = True
-        ctx.audit.exclude_rows(spec.name, "older_row", int(keep.sum() - latest.sum()))
-        keep = latest
-    else:
-        dup = ids.duplicated() & known
-        if dup.any():
-            pos = int(np.flatnonzero(dup.to_numpy())[0])
-            raise InputError(
-                f"{path} {data_row(path, pos)}: patient {ids.iloc[pos]!r} has a second row; "
-                "give one row per patient, or a date_column to keep the latest"
-            )
     skip = {spec.id_column, spec.date_column}
     columns = spec.columns or [c for c in frame.columns if c not in skip]
     require_columns(frame, columns, path=path, key="columns")
+    name, audit = spec.name, ctx.audit
+    audit.read(name, len(frame))
+    ids = frame[spec.id_column].astype(str)
+    index = ctx.index.set_index(ctx.index["patient_id"].astype(str))["index_date"]
+    known = ids.isin(index.index).to_numpy()
+    audit.exclude_rows(name, "unknown_patient", int((~known).sum()))
+    audit.unknown_patients(name, sorted(set(ids[~known])))
+    keep = known.copy()
+    dates = None
+    if spec.date_column is not None:
+        dates, dated = check_dates(
+            frame[spec.date_column],
+            checks=CHECKS,
+            field="date_column",
+            path=path,
+            source=name,
+            on_error=spec.on_error,
+            audit=audit,
+            active=keep,
+        )
+        keep &= dated
+        after = keep & (dates.to_numpy() > index.reindex(ids).to_numpy())
+        audit.exclude_rows(name, "after_index", int(after.sum()))
+        keep &= ~after
+
+    numeric = [c for c in columns if c not in spec.categorical]
+    numbers, valid = CHECKS.apply(
+        {c: frame[c] for c in numeric},
+        source=name,
+        on_error=spec.on_error,
+        audit=audit,
+        locate=lambda i: f"{path} {data_row(path, i)}",
+        rules=dict.fromkeys(numeric, "*"),
+        active=keep,
+    )
+    keep &= valid
+    # A row whose every feature value is missing holds nothing: not a presence.
+    empty = np.ones(len(frame), dtype=bool)
+    for col in columns:
+        filled = frame[col].notna() if col in spec.categorical else ~np.isnan(numbers[col])
+        empty &= ~np.asarray(filled, dtype=bool)
+    empty &= keep
+    audit.exclude_rows(name, "no_values", int(empty.sum()))
+    keep &= ~empty
+    with_rows = set(ids[empty])
+
+    if dates is not None:
+        # Per patient, the latest row left (rows sorted by id, then date).
+        order = np.lexsort((dates.to_numpy(), ids.to_numpy()))
+        sub = pd.DataFrame({"id": ids.to_numpy(), "keep": keep}).iloc[order]
+        latest = np.zeros(len(frame), dtype=bool)
+        latest[sub[sub["keep"]].drop_duplicates("id", keep="last").index.to_numpy()] = True
+        audit.exclude_rows(name, "older_row", int(keep.sum() - latest.sum()))
+        keep = latest
+    else:
+        keep = _one_row_each(ids, keep, path=path, source=name, on_error=spec.on_error, audit=audit)
+    kept = set(ids[keep])
+    audit.missing(name, "no_values", len(with_rows - kept))
+
     parts: list[pd.DataFrame] = []
     for col in columns:
         if col in spec.categorical:
             parts.append(
                 pd.get_dummies(frame[col].astype("string"), prefix=col, prefix_sep="=", dtype=float)
             )
-            continue
-        values = pd.to_numeric(frame[col], errors="coerce")
-        bad = values.isna() & frame[col].notna() & keep
-        if bad.any():
-            pos = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(
-                f"{path} {data_row(path, pos)}: column {col!r} holds {frame[col].iloc[pos]!r}, "
-                "not a number; list the column under categorical to one-hot encode it"
-            )
-        parts.append(values.rename(col).astype(float).to_frame())
+        else:
+            parts.append(pd.DataFrame({col: numbers[col]}, index=frame.index))
     features = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=frame.index)
-    ctx.audit.used(spec.name, int(keep.sum()))
+    audit.used(name, int(keep.sum()))
     return ModalityBlock(
-        name=spec.name,
+        name=name,
         kind=spec.kind,
         ids=ids[keep].tolist(),
         x=features[keep].to_numpy(dtype=np.float32),
         feature_names=[str(c) for c in features.columns],
         meta={"example_source_id": ids.iloc[0] if len(ids) else None},
     )
+
+
+def _one_row_each(
+    ids: pd.Series,
+    keep: np.ndarray,
+    *,
+    path: Path,
+    source: str,
+    on_error: Literal["raise", "skip"],
+    audit: Audit,
+) -> np.ndarray:
+    """``keep`` without the patients who have a second row (an error under ``raise``)."""
+    dup = (ids.duplicated() & keep).to_numpy()
+    if not dup.any():
+        return keep
+    pos = int(np.flatnonzero(dup)[0])
+    if on_error == "raise":
+        raise InputError(
+            f"{path} {data_row(path, pos)}: patient {ids.iloc[pos]!r} has a second row; "
+            "give one row per patient, or a date_column to keep the latest, or set "
+            f"on_error: skip in source {source!r} to leave such patients out"
+        )
+    twice = keep & ids.isin(set(ids[dup])).to_numpy()
+    audit.exclude_rows(source, "duplicate_patient", int(twice.sum()))
+    return keep & ~twice
 
 
 @register(
@@ -124,25 +254,46 @@ def read_table(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
 def read_events(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
     assert isinstance(spec, EventsSpec)
     path = ctx.resolve(spec.path)
-    frame = read_frame(path, what="events table")
+    frame = read_frame(path, what="events table").reset_index(drop=True)
     cols = [spec.id_column, spec.time_column, spec.code_column]
     cols += [c for c in (spec.value_column, spec.unit_column) if c is not None]
     require_columns(frame, cols, path=path, key="*_column")
-    dates = parse_dates(
+    ids = frame[spec.id_column].astype(str)
+    index = ctx.index.set_index(ctx.index["patient_id"].astype(str))["index_date"]
+    known = ids.isin(index.index).to_numpy()
+    dates, keep = check_dates(
         frame[spec.time_column],
+        checks=EVENTS_CHECKS,
+        field="time_column",
         path=path,
-        column=spec.time_column,
-        allow_missing=spec.on_error == "skip",
+        source=spec.name,
+        on_error=spec.on_error,
+        audit=ctx.audit,
+        active=known,
     )
-    value = (
-        pd.to_numeric(frame[spec.value_column], errors="coerce")
-        if spec.value_column
-        else pd.Series(np.nan, index=frame.index)
-    )
+    value = pd.Series(np.nan, index=frame.index)
+    if spec.value_column:
+        at = index.reindex(ids).to_numpy()
+        day = dates.to_numpy()
+        start = at - np.timedelta64(int(ctx.lookback_days), "D")
+        in_window = known & keep & (day <= at) & (day >= start)
+        numbers, valid = EVENTS_CHECKS.apply(
+            {spec.value_column: frame[spec.value_column]},
+            source=spec.name,
+            on_error=spec.on_error,
+            audit=ctx.audit,
+            locate=lambda i: f"{path} {data_row(path, i)}",
+            rules={spec.value_column: "value_column"},
+            active=in_window,
+        )
+        value = pd.Series(numbers[spec.value_column], index=frame.index)
+        keep &= valid
+    # Rows left out here are read and counted here; the SQL counts the rest.
+    ctx.audit.read(spec.name, int((~keep).sum()))
     domain = spec.domain or None
     events = pd.DataFrame(
         {
-            "patient_id": frame[spec.id_column].astype(str),
+            "patient_id": ids,
             "domain": domain if domain else np.where(value.notna(), "measurement", "condition"),
             "vocabulary": spec.vocabulary,
             "code": frame[spec.code_column].astype(str),
@@ -150,7 +301,7 @@ def read_events(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
             "value": value.astype(float),
             "unit": frame[spec.unit_column].astype(str) if spec.unit_column else None,
         }
-    )
+    )[keep]
     persons = pd.DataFrame(
         {
             "patient_id": ctx.index["patient_id"].astype(str),
@@ -164,19 +315,20 @@ def read_events(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
         engine.register("mw_persons", persons)
         engine.origins = dict.fromkeys(DOMAINS, str(path))
         block = ehr_block(engine, spec, ctx)
-    unknown = sorted(set(events["patient_id"]) - set(ctx.index["patient_id"].astype(str)))
+    unknown = sorted(set(events["patient_id"]) - set(index.index))
     ctx.audit.unknown_patients(spec.name, unknown)
     if spec.form == "sequence":
         return block
     # A long table has no demographics: drop the all-NaN age/sex columns it would carry.
-    keep = [j for j, n in enumerate(block.feature_names) if n not in ("age_at_index", "sex_male")]
-    counts = [j for j, n in enumerate(block.feature_names) if n.endswith(":count")]
-    present = (np.nan_to_num(block.x[:, counts]) > 0).any(axis=1)  # an event in the window
+    cols_kept = [
+        j for j, n in enumerate(block.feature_names) if n not in ("age_at_index", "sex_male")
+    ]
+    present = block.present  # a record in the window (see ehr_features)
     return ModalityBlock(
         name=block.name,
         kind="tabular",
         ids=[pid for pid, p in zip(block.ids, present, strict=True) if p],
-        x=block.x[present][:, keep],
-        feature_names=[block.feature_names[j] for j in keep],
+        x=block.x[present][:, cols_kept],
+        feature_names=[block.feature_names[j] for j in cols_kept],
         meta={**block.meta, "example_source_id": next(iter(events["patient_id"]), None)},
     )
