@@ -449,7 +449,8 @@ def _combine(
     if not genes:
         raise InputError(f"{matrices[0].path}: the expression matrix has no genes")
     for m in matrices[1:]:
-        shared = [g for g in genes if g in set(m.genes)]
+        present = set(m.genes)
+        shared = [g for g in genes if g in present]
         if not shared:
             raise InputError(
                 f"{m.path}: no gene id in common with {matrices[0].path} (e.g. {m.genes[0]!r} vs "
@@ -464,7 +465,8 @@ def _combine(
     unknown: set[str] = set()
     keep: list[np.ndarray] = []
     dates: list[pd.Series | None] = []
-    cols = [[{g: j for j, g in enumerate(m.genes)}[g] for g in genes] for m in matrices]
+    positions = [{g: j for j, g in enumerate(m.genes)} for m in matrices]
+    cols = [[pos[g] for g in genes] for pos in positions]
     for k, m in enumerate(matrices):
         ctx.audit.read(spec.name, len(m.ids))
         ok = np.ones(len(m.ids), dtype=bool)
