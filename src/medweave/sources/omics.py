@@ -355,6 +355,10 @@ class _Found:
             reason = "collection_date:not_a_date"  # the problem is the words that explain it
         self.violations.append((key, violation, reason))
 
+    def patients(self, matrices: list[_Matrix]) -> set[str]:
+        """The patients of the samples that broke a check."""
+        return {str(matrices[k].ids[i]) for (k, i), _, _ in self.violations}
+
     def report(self, checks: _Checks, spec: SourceSpec, ctx: ReadContext) -> None:
         self.violations.sort(key=lambda t: t[0])
         counts: dict[str, int] = {}
@@ -378,13 +382,12 @@ def _check_dates(
     ctx: ReadContext,
     name: str,
     found: _Found,
-) -> tuple[pd.Series | None, set[str], set[str]]:
+    outside: set[str],
+) -> pd.Series | None:
     """Collection dates of file ``k``: bad ones are violations (``found``), samples outside
-    the window are left out and counted. Returns the dates and the patients of each."""
-    bad: set[str] = set()
-    outside: set[str] = set()
+    the window are left out and counted (their patients added to ``outside``)."""
     if m.dates is None:
-        return None, bad, outside
+        return None
     dates, problem = date_problems(m.dates)
     for i in map(int, np.flatnonzero(ok)):
         words = str(problem.iloc[i])
@@ -393,7 +396,6 @@ def _check_dates(
             where = m.sample(i)
             found.add((k, i), Violation(_DATE, words or "missing", where, shown, m.date_key))
             ok[i] = False
-            bad.add(str(m.ids[i]))
     known = [str(p) if p is not None and ok[i] else None for i, p in enumerate(m.ids)]
     when = pd.Series([index.get(p, pd.NaT) if p else pd.NaT for p in known], dtype="M8[ns]")
     after = ok & (dates > when).to_numpy()
@@ -402,18 +404,17 @@ def _check_dates(
     ctx.audit.exclude_rows(name, "before_lookback", int(before.sum()))
     outside.update(str(m.ids[j]) for j in np.flatnonzero(after | before))
     ok &= ~(after | before)
-    return dates, bad, outside
+    return dates
 
 
 def _check_values(
     m: _Matrix, k: int, ok: np.ndarray, cols: list[int], rule: Rule, found: _Found
-) -> set[str]:
+) -> None:
     """Values of the genes used in the samples still in (``ok``, updated): a sample with a
-    value breaking ``rule``, or with all values equal, is left out. Returns their patients."""
-    bad: set[str] = set()
+    value breaking ``rule``, or with all values equal, is left out."""
     rows = np.flatnonzero(ok)
     if not rows.size:
-        return bad
+        return
     at = np.ix_(rows, np.asarray(cols, dtype=np.intp))
     sub = m.x[at]
     _, problem = rule.problems(sub.ravel())
@@ -433,8 +434,6 @@ def _check_values(
             found.add((k, i), Violation(_SAMPLE, "no_information", m.sample(i), value))
         broken |= flat
     ok[rows[broken]] = False
-    bad.update(str(m.ids[int(i)]) for i in rows[broken])
-    return bad
 
 
 def _combine(
@@ -460,7 +459,6 @@ def _combine(
     n_dropped = sum(len(set(m.genes) - set(genes)) for m in matrices)
     index = ctx.index.set_index(ctx.index["patient_id"].astype(str))["index_date"]
     found = _Found([])
-    bad: set[str] = set()
     outside: set[str] = set()
     unknown: set[str] = set()
     keep: list[np.ndarray] = []
@@ -480,19 +478,19 @@ def _combine(
         ctx.audit.exclude_rows(
             spec.name, "unknown_patient", sum(1 for p in m.ids if p is not None and p in unknown)
         )
-        when, date_bad, date_outside = _check_dates(
-            m, k, ok, index=index, ctx=ctx, name=spec.name, found=found
+        dates.append(
+            _check_dates(
+                m, k, ok, index=index, ctx=ctx, name=spec.name, found=found, outside=outside
+            )
         )
-        bad |= date_bad
-        outside |= date_outside
         keep.append(ok)
-        dates.append(when)
     ctx.audit.unknown_patients(spec.name, sorted(unknown))
     scale, detected, evidence = _scale(spec, matrices, keep, cols)
     rule = checks.expression(scale)
     for k, m in enumerate(matrices):
-        bad |= _check_values(m, k, keep[k], cols[k], rule, found)
+        _check_values(m, k, keep[k], cols[k], rule, found)
     found.report(checks, spec, ctx)
+    bad = found.patients(matrices)
     chosen = _choose(matrices, keep, dates, cols, spec, ctx)
     seen = {str(p) for m in matrices for p in m.ids if p is not None and p in index.index}
     lost = seen - set(chosen)
