@@ -250,6 +250,7 @@ def test_window_edges_and_audit(engine: SqlEngine) -> None:
     np.testing.assert_array_equal(ev["value"], [1.0, np.nan, 2.0, np.nan])
     assert block.present.tolist() == [True, True, False]  # c has no record
     src = audit.source("s")
+    assert src.patients_missing == {"no_person_record": 1}  # c: no person row either
     assert src.rows_read == 9 and src.rows_used == 4
     assert dict(src.excluded) == {
         "after_index": 1,

@@ -369,6 +369,8 @@ def test_ages_out_of_range_raise_or_are_left_missing(engine: SqlEngine) -> None:
     excluded = audit.sources["ehr"].excluded
     assert excluded["year_of_birth:out_of_range"] == 1
     assert excluded["age_at_index:out_of_range"] == 2  # p1 and p3; p2 counted once
+    src = audit.sources["ehr"]
+    assert src.rows_used + sum(excluded.values()) == src.rows_read == len(_events()) + 3
     persons.loc[1, "year_of_birth"] = 1960
     persons.loc[2, "year_of_birth"] = None
     engine.register("mw_persons", persons)

@@ -5,6 +5,12 @@
 records in the window as an event sequence
 (:func:`~medweave.sources.ehr_sequence.ehr_sequences`). A cohort may read the same
 database twice, once in each form, under two source names.
+
+Both forms share the presence rule and the value checks of the event model
+(:mod:`medweave.sources.ehr_sql`): a patient is present only with a person row and a
+coded, dated record in the window (else missing as ``no_person_record`` or
+``no_records_in_window``); text that is not a number, non-finite values and impossible
+ages are an error, or with ``on_error: skip`` left out and counted.
 """
 
 from __future__ import annotations

@@ -383,6 +383,9 @@ def check_demographics(
         locate=locate,
         active=active & year_ok,
     )
+    # The records are the source's rows; a person row whose age is left out is counted
+    # as read too, so that rows read = used + excluded still holds.
+    audit.read(source, int((~(year_ok & age_ok)).sum()))
     return np.where(year_ok & age_ok, age, np.nan)
 
 
