@@ -233,26 +233,38 @@ def print_flow(cohort: Cohort) -> None:
     for reason, count in flow.get("excluded", {}).items():
         console.print(f"  excluded: {count} ({reason})")
     table = Table(title="Sources", title_justify="left")
-    columns = (
-        "source",
-        "rows read",
-        "rows used",
-        "rows excluded (reason)",
-        "patients",
-        "without it",
-    )
-    for col in columns:
-        left = col.startswith(("source", "rows ex", "without"))
-        table.add_column(col, justify="left" if left else "right")
+    for col in ("source", "rows read", "rows used", "rows excluded", "patients with data"):
+        table.add_column(col, justify="left" if col == "source" else "right")
     for name, src in cohort.audit.sources.items():
-        excluded = ", ".join(f"{v:,} {k}" for k, v in sorted(src.excluded.items())) or "-"
         present = f"{src.patients}/{cohort.n}" if name in cohort.modalities else "-"
-        missing = ", ".join(f"{v:,} {k}" for k, v in sorted(src.patients_missing.items())) or "-"
-        table.add_row(name, f"{src.rows_read:,}", f"{src.rows_used:,}", excluded, present, missing)
+        excluded = sum(src.excluded.values())
+        table.add_row(name, f"{src.rows_read:,}", f"{src.rows_used:,}", f"{excluded:,}", present)
     console.print(table)
-    for name, block in cohort.modalities.items():
-        for note in block.meta.get("notes", []):
-            console.print(f"  {name}: {note}")
+    for name, src in cohort.audit.sources.items():
+        lines = []
+        if src.excluded:
+            rows = ", ".join(f"{v:,} {k}" for k, v in sorted(src.excluded.items()))
+            lines.append(f"rows excluded: {rows}")
+        if src.patients_missing:
+            who = ", ".join(f"{v:,} {k}" for k, v in sorted(src.patients_missing.items()))
+            lines.append(f"patients without it: {who}")
+        block = cohort.modalities.get(name)
+        lines += _reading_notes(block.meta) if block is not None else []
+        for line in lines:
+            console.print(f"  {name}: {line}", highlight=False)
+
+
+def _reading_notes(meta: dict[str, Any]) -> list[str]:
+    """What a reader decided that the user should know (from the block's meta)."""
+    notes = []
+    if "scale" in meta:
+        how = (
+            f"detected: {meta.get('scale_evidence')}" if meta.get("scale_detected") else "declared"
+        )
+        notes.append(f"expression scale {meta['scale']} ({how})")
+    if meta.get("locations_normalised"):
+        notes.append(f"{meta['locations_normalised']:,} location codes zero-padded")
+    return notes
 
 
 def print_summary(summary: SynthSummary) -> None:
