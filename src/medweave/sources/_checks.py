@@ -191,6 +191,12 @@ class ValueChecks:
         if declare:
             DECLARED.setdefault(reader, []).append(self)
 
+    def declare_for(self, *readers: str) -> ValueChecks:
+        """Declare these checks for other readers too (one event model, several formats)."""
+        for reader in readers:
+            DECLARED.setdefault(reader, []).append(self)
+        return self
+
     def with_rules(self, rules: Iterable[Rule]) -> ValueChecks:
         """These checks with ``rules`` added or replacing those of the same field, for one
         read (a spec's own ranges); the copy is not declared again."""

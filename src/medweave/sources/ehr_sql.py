@@ -76,7 +76,7 @@ import pyarrow.compute as pc
 from medweave.cohort._audit import Audit
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
-from medweave.sources._checks import DECLARED, Rule, ValueChecks, Violation
+from medweave.sources._checks import Rule, ValueChecks, Violation
 from medweave.sources._ehr_model import DOMAINS, Domain, domain_list, in_list, index_table
 from medweave.sources._sql import (
     SCHEMAS,
@@ -163,7 +163,7 @@ CHECKS = ValueChecks(
         ),
     ],
 )
-DECLARED.setdefault("fhir", []).append(CHECKS)
+CHECKS.declare_for("fhir")
 # Non-finite: NaN compares greater than every number in DuckDB and PostgreSQL alike.
 _MAX_DOUBLE = "CAST(1.7976931348623157e308 AS DOUBLE)"
 #: A record (``e``) whose value breaks the value rule (never NULL itself).
