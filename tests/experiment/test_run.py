@@ -198,6 +198,38 @@ def test_study_with_an_event_sequence_modality(study_root: Path) -> None:
     assert est.encoder_configs_["ehr_seq"]["name"] == "gru"
 
 
+def test_log_scaled_expression_trains_instead_of_ending_the_run(study_root: Path) -> None:
+    """Log2 expression (negative values) is detected as such at the build and the models
+    skip log1p, where the run used to stop with exit code 1."""
+    import anndata as ad
+    import numpy as np
+    import yaml
+
+    cohort = study_root / "cohort"
+    adata = ad.read_h5ad(cohort / "omics" / "expression.h5ad")
+    adata.X = np.log2(np.asarray(adata.X, dtype=np.float64) + 0.01).astype(np.float32)
+    assert (adata.X < 0).any()
+    adata.write_h5ad(cohort / "omics" / "expression-log2.h5ad")
+    config = yaml.safe_load((cohort / "cohort.yaml").read_text())
+    for src in config["sources"]:
+        if src["name"] == "omics":
+            src["path"] = "omics/expression-log2.h5ad"
+    (cohort / "cohort-log2.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    path = write_study(
+        study_root,
+        "small-log2",
+        cohort="cohort/cohort-log2.yaml",
+        modalities=["omics"],
+        models={"singles": True, "fusions": [], "baselines": []},
+        estimator={"max_epochs": 2, "patience": 1, "omics_top_genes": 50},
+        workers=1,
+    )
+    run = run_study(path, study_root / "run-log2", quiet=True)
+    assert [m["name"] for m in run.results["models"]] == ["single:omics"]
+    est = MultimodalEstimator.load(run.out / "models" / "single_omics")
+    assert est.preps_["omics"].config == {"expression_scale": "log", "log1p": False}
+
+
 def test_bad_input_found_in_a_worker_is_the_same_one_line_error(study_root: Path) -> None:
     path = write_study(
         study_root,
