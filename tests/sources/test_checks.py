@@ -148,6 +148,22 @@ def test_warn_severity_is_excluded_and_logged_even_under_raise(
         DECLARED.pop("test-warn")
 
 
+def test_date_rules_parse_iso_and_say_what_a_bad_date_looks_like() -> None:
+    rule = Rule("when", "an ISO date", required=True, date=True)
+    dates, problem = rule.problems(pd.Series(["2020-01-31", "", "01/03/2020", "2020-02-30"]))
+    assert problem.tolist() == ["", "missing", "not_a_date", "not_a_date"]
+    assert str(dates[0])[:10] == "2020-01-31" and np.isnat(dates[1:]).all()
+    checks = ValueChecks("test-dates", [rule], declare=False)
+    with pytest.raises(InputError, match=r"line 4: when '01/03/2020' is ambiguous: day/month"):
+        checks.apply(
+            {"when": ["2020-01-31", "2020-02-01", "01/03/2020"]},
+            source="s",
+            on_error="raise",
+            audit=Audit(),
+            locate=_where,
+        )
+
+
 def test_two_rules_for_one_field_are_refused() -> None:
     with pytest.raises(ValueError, match="two rules for field 'a'"):
         ValueChecks("test-dup", [Rule("a", "x"), Rule("a", "y")])

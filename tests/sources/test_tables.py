@@ -108,7 +108,7 @@ def test_wide_table_dates_checked(tmp_path: Path) -> None:
     block, audit = _read("table", {**spec, "on_error": "skip"}, tmp_path)
     got = dict(zip(block.ids, block.x[:, 0], strict=True))
     assert got == {"a": 2.0}  # a's older, valid row is used
-    assert audit.sources["t"].excluded == {"bad_date": 2, "missing_date": 1}
+    assert audit.sources["t"].excluded == {"date:not_a_date": 2, "date:missing": 1}
     (tmp_path / "w.csv").write_text("patient_id,date,v\nb,,3\n")
     with pytest.raises(InputError, match=r"w.csv line 2: date is empty"):
         _read("table", spec, tmp_path)
@@ -180,8 +180,8 @@ def test_events_values_and_dates_checked(tmp_path: Path) -> None:
     assert src.excluded == {
         "value:not_a_number": 1,
         "value:non_finite": 1,
-        "bad_date": 1,
-        "missing_date": 1,
+        "time:not_a_date": 1,
+        "time:missing": 1,
         "after_index": 1,
         "unknown_patient": 1,
     }

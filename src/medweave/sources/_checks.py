@@ -27,6 +27,7 @@ import pandas as pd
 
 from medweave.cohort._audit import Audit
 from medweave.errors import InputError
+from medweave.sources._io import date_problems
 
 __all__ = [
     "DECLARED",
@@ -47,6 +48,7 @@ Problem = Literal[
     "not_integer",
     "out_of_range",
     "no_information",
+    "not_a_date",
 ]
 #: Each problem in words, for messages: "{field} {value!r} {words}".
 PROBLEMS: dict[str, str] = {
@@ -56,6 +58,7 @@ PROBLEMS: dict[str, str] = {
     "not_integer": "is not a whole number",
     "out_of_range": "is out of range",
     "no_information": "holds no information (all values zero, equal or missing)",
+    "not_a_date": "is not an ISO 8601 date",
 }
 _NAN_WORDS = frozenset({"nan", "+nan", "-nan"})
 
@@ -94,7 +97,8 @@ class Rule:
     A value breaks the rule when it is empty and ``required``, text that is not a number,
     not finite (``finite``), not a whole number (``integer``), or outside ``[min, max]``.
     ``reason`` replaces ``{field}:{problem}`` as the audit reason (e.g.
-    ``birth_after_index``).
+    ``birth_after_index``). A ``date`` rule takes ISO 8601 dates (see
+    :func:`~medweave.sources._io.date_problems`) instead of numbers.
     """
 
     field: str
@@ -106,11 +110,14 @@ class Rule:
     finite: bool = True
     severity: Literal["error", "warn"] = "error"
     reason: str | None = None
+    date: bool = False
 
     def problems(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``(numbers, problem)`` per value: float64 (NaN where unusable) and the problem
-        name, or ``""`` where the value is fine (an empty value is fine unless
-        ``required``)."""
+        """``(numbers, problem)`` per value: float64 (NaN where unusable; datetime64[ns],
+        NaT where unusable, for a ``date`` rule) and the problem name, or ``""`` where the
+        value is fine (an empty value is fine unless ``required``)."""
+        if self.date:
+            return self._date_problems(values)
         numbers, empty, text = parse_numbers(values)
         problem = np.full(len(numbers), "", dtype=object)
         with np.errstate(invalid="ignore"):
@@ -134,6 +141,21 @@ class Rule:
         bad = problem != ""
         numbers = np.where(bad, np.nan, numbers)
         return numbers, problem
+
+    def _date_problems(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values))
+        dates, words = date_problems(series.reset_index(drop=True))
+        bad = (words != "").to_numpy(dtype=bool)
+        problem = np.where(bad, "not_a_date", "").astype(object)
+        if self.required:
+            problem[dates.isna().to_numpy() & ~bad] = "missing"
+        return dates.to_numpy(dtype="datetime64[ns]"), problem
+
+    def describe(self, problem: str, value: Any) -> str:
+        """What is wrong with ``value``, in words (a bad date says which form it has)."""
+        if self.date and problem == "not_a_date":
+            return str(date_problems(pd.Series([value], dtype=object))[1].iloc[0])
+        return PROBLEMS.get(problem, problem)
 
     def audit_reason(self, problem: str, field: str = "") -> str:
         """``reason``, else ``{field}:{problem}`` (the column's own name when given)."""
@@ -163,7 +185,7 @@ class Violation:
         field = self.field or self.rule.field
         shown = "" if self.problem in ("missing", "no_information") else f" {_show(self.value)}"
         text = (
-            f"{self.where}: {field}{shown} {PROBLEMS.get(self.problem, self.problem)}; "
+            f"{self.where}: {field}{shown} {self.rule.describe(self.problem, self.value)}; "
             f"expected {self.rule.expect}"
         )
         if can_skip:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +63,7 @@ from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
 from medweave.sources._base import ReadContext, SourceSpec, register
 from medweave.sources._checks import Rule, ValueChecks, Violation, parse_numbers
-from medweave.sources._io import data_row, date_problems, read_frame, require_columns
+from medweave.sources._io import data_row, read_frame, require_columns
 
 __all__ = ["CHECKS", "ExposureSpec", "read_exposures"]
 
@@ -95,7 +94,7 @@ CHECKS = ValueChecks(
 KEY_CHECKS = ValueChecks(
     "exposures",
     [
-        Rule("date", "an ISO date, YYYY-MM-DD", required=True),
+        Rule("date", "an ISO date, YYYY-MM-DD", required=True, date=True),
         Rule("location", "a location code (such as a zip code)", required=True),
     ],
 )
@@ -279,32 +278,26 @@ def _checked_rows(
 
     loc_col, date_col = spec.location_column, spec.date_column
     no_location = locations.isna().to_numpy()
-    dates, problem = date_problems(table[date_col])
-    bad_date = (problem != "").to_numpy() & ~no_location
-    no_date = dates.isna().to_numpy() & ~bad_date & ~no_location
-    found: list[tuple[int, Violation]] = []
-    counts: Counter[str] = Counter()
-    for mask, rule, what, reason in (
-        (no_location, KEY_CHECKS.rules["location"], "missing", f"{loc_col}:missing"),
-        (bad_date, KEY_CHECKS.rules["date"], "", f"{date_col}:not_a_date"),
-        (no_date, KEY_CHECKS.rules["date"], "missing", f"{date_col}:missing"),
-    ):
-        if mask.any():
-            i = int(np.flatnonzero(mask)[0])
-            column = loc_col if rule is KEY_CHECKS.rules["location"] else date_col
-            raw = str(table[column].iloc[i]).strip()
-            found.append((i, Violation(rule, what or str(problem.iloc[i]), locate(i), raw, column)))
-            counts[reason] += int(mask.sum())
-    keep = ~(no_location | bad_date | no_date)
-    if found:
-        found.sort(key=lambda t: t[0])
+    if no_location.any():
+        i = int(np.flatnonzero(no_location)[0])
         KEY_CHECKS.report(
-            [v for _, v in found],
+            [Violation(KEY_CHECKS.rules["location"], "missing", locate(i), "", loc_col)],
             source=spec.name,
             on_error=spec.on_error,
             audit=audit,
-            counts=counts,
+            counts={f"{loc_col}:missing": int(no_location.sum())},
         )
+    parsed, dated = KEY_CHECKS.apply(
+        {date_col: table[date_col]},
+        source=spec.name,
+        on_error=spec.on_error,
+        audit=audit,
+        locate=locate,
+        rules={date_col: "date"},
+        active=~no_location,
+    )
+    dates = pd.Series(parsed[date_col], index=table.index)
+    keep = ~no_location & dated
     keys = pd.DataFrame({"location": locations, "date": dates})[keep]
     doubled = keys.duplicated(keep=False)
     if doubled.any():

@@ -43,7 +43,7 @@ from medweave.errors import InputError
 from medweave.preprocess.omics import ExpressionScale, detect_scale
 from medweave.sources._base import ReadContext, SourceSpec, register
 from medweave.sources._checks import Rule, ValueChecks, Violation, parse_numbers
-from medweave.sources._io import data_row, date_problems, read_frame, require_columns
+from medweave.sources._io import data_row, read_frame, require_columns
 
 __all__ = [
     "H5AD_CHECKS",
@@ -82,7 +82,9 @@ _SAMPLE = Rule(
     severity="warn",
     reason="no_information",
 )
-_DATE = Rule("collection_date", "an ISO date (YYYY-MM-DD) for every sample", required=True)
+_DATE = Rule(
+    "collection_date", "an ISO date (YYYY-MM-DD) for every sample", required=True, date=True
+)
 
 
 @dataclass(frozen=True)
@@ -388,14 +390,12 @@ def _check_dates(
     the window are left out and counted (their patients added to ``outside``)."""
     if m.dates is None:
         return None
-    dates, problem = date_problems(m.dates)
-    for i in map(int, np.flatnonzero(ok)):
-        words = str(problem.iloc[i])
-        if words or pd.isna(dates.iloc[i]):
-            shown = m.dates.iloc[i]
-            where = m.sample(i)
-            found.add((k, i), Violation(_DATE, words or "missing", where, shown, m.date_key))
-            ok[i] = False
+    parsed, problem = _DATE.problems(m.dates)
+    dates = pd.Series(parsed)
+    for i in map(int, np.flatnonzero(ok & (problem != ""))):
+        shown = m.dates.iloc[i]
+        found.add((k, i), Violation(_DATE, str(problem[i]), m.sample(i), shown, m.date_key))
+        ok[i] = False
     known = [str(p) if p is not None and ok[i] else None for i, p in enumerate(m.ids)]
     when = pd.Series([index.get(p, pd.NaT) if p else pd.NaT for p in known], dtype="M8[ns]")
     after = ok & (dates > when).to_numpy()

@@ -7,7 +7,7 @@ refused) and their values converted through the readers' value checks (:data:`CH
 (``inf``), a date that is not ISO 8601 (``01/03/2020`` is refused as ambiguous) or is
 empty is an error naming the file, line, column and value, or with ``on_error: skip`` the
 row is left out and counted (``{column}:not_a_number``, ``{column}:non_finite``,
-``bad_date``, ``missing_date``).
+``{column}:not_a_date``, ``{column}:missing``).
 
 **table** (one row per patient, or several dated ones: the latest on or before the index
 date is kept). A patient with a row is present unless every feature value of that row is
@@ -38,9 +38,9 @@ from medweave.cohort._audit import Audit
 from medweave.cohort._block import ModalityBlock
 from medweave.errors import InputError
 from medweave.sources._base import ReadContext, SourceSpec, register
-from medweave.sources._checks import Rule, ValueChecks, Violation
+from medweave.sources._checks import Rule, ValueChecks
 from medweave.sources._ehr_spec import EhrSpec, ehr_block
-from medweave.sources._io import data_row, date_problems, read_frame, require_columns
+from medweave.sources._io import data_row, read_frame, require_columns
 from medweave.sources.ehr_sql import DOMAINS, SqlEngine
 
 __all__ = ["CHECKS", "EVENTS_CHECKS", "EventsSpec", "TableSpec"]
@@ -51,7 +51,7 @@ CHECKS = ValueChecks(
     "table",
     [
         Rule("*", "a finite number, or empty (list a text column under categorical)"),
-        Rule("date_column", _ISO, required=True),
+        Rule("date_column", _ISO, required=True, date=True),
     ],
 )
 #: Value checks of ``events``: the value and time columns.
@@ -59,7 +59,7 @@ EVENTS_CHECKS = ValueChecks(
     "events",
     [
         Rule("value_column", "a finite number, or empty (a record without a value)"),
-        Rule("time_column", _ISO, required=True),
+        Rule("time_column", _ISO, required=True, date=True),
     ],
 )
 
@@ -90,45 +90,28 @@ class EventsSpec(EhrSpec):
     domain: Literal["condition", "drug", "measurement", "visit"] | None = None
 
 
-def check_dates(
-    values: pd.Series,
-    *,
-    checks: ValueChecks,
+def _dates(
+    frame: pd.DataFrame,
+    column: str,
     field: str,
-    path: Path,
-    source: str,
-    on_error: Literal["raise", "skip"],
-    audit: Audit,
+    checks: ValueChecks,
+    spec: TableSpec | EventsSpec,
+    ctx: ReadContext,
     active: np.ndarray,
 ) -> tuple[pd.Series, np.ndarray]:
-    """Parsed dates (NaT where empty or bad), and the rows to keep.
-
-    Among ``active`` rows, a date that is not ISO 8601 or is empty is reported through
-    ``checks`` (rule ``field``): an :class:`InputError` naming the line, the column and
-    the value, or the row left out and counted as ``bad_date`` / ``missing_date``.
-    """
-    dates, problem = date_problems(values)
-    text = problem.to_numpy(dtype=object)
-    bad = (text != "") & active
-    missing = dates.isna().to_numpy() & (text == "") & active
-    rows = np.flatnonzero(bad | missing)
-    if len(rows):
-        first = int(rows[0])
-        violation = Violation(
-            checks.rule(field),
-            str(text[first]) if bad[first] else "missing",
-            f"{path} {data_row(path, first)}",
-            values.iloc[first],
-            str(values.name),
-        )
-        checks.report(
-            [violation],
-            source=source,
-            on_error=on_error,
-            audit=audit,
-            counts={"bad_date": int(bad.sum()), "missing_date": int(missing.sum())},
-        )
-    return dates, ~(bad | missing)
+    """The ``column`` of ``frame`` as dates checked by rule ``field`` among ``active`` rows
+    (NaT where empty or bad), and the rows to keep."""
+    path = ctx.resolve(spec.path)
+    parsed, keep = checks.apply(
+        {column: frame[column]},
+        source=spec.name,
+        on_error=spec.on_error,
+        audit=ctx.audit,
+        locate=lambda i: f"{path} {data_row(path, i)}",
+        rules={column: field},
+        active=active,
+    )
+    return pd.Series(parsed[column], index=frame.index), keep
 
 
 @register("table", spec=TableSpec, description="flat CSV/Parquet table, one row per patient")
@@ -152,16 +135,7 @@ def read_table(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
     keep = known.copy()
     dates = None
     if spec.date_column is not None:
-        dates, dated = check_dates(
-            frame[spec.date_column],
-            checks=CHECKS,
-            field="date_column",
-            path=path,
-            source=name,
-            on_error=spec.on_error,
-            audit=audit,
-            active=keep,
-        )
+        dates, dated = _dates(frame, spec.date_column, "date_column", CHECKS, spec, ctx, keep)
         keep &= dated
         after = keep & (dates.to_numpy() > index.reindex(ids).to_numpy())
         audit.exclude_rows(name, "after_index", int(after.sum()))
@@ -261,16 +235,7 @@ def read_events(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
     ids = frame[spec.id_column].astype(str)
     index = ctx.index.set_index(ctx.index["patient_id"].astype(str))["index_date"]
     known = ids.isin(index.index).to_numpy()
-    dates, keep = check_dates(
-        frame[spec.time_column],
-        checks=EVENTS_CHECKS,
-        field="time_column",
-        path=path,
-        source=spec.name,
-        on_error=spec.on_error,
-        audit=ctx.audit,
-        active=known,
-    )
+    dates, keep = _dates(frame, spec.time_column, "time_column", EVENTS_CHECKS, spec, ctx, known)
     value = pd.Series(np.nan, index=frame.index)
     if spec.value_column:
         at = index.reindex(ids).to_numpy()
