@@ -146,7 +146,7 @@ def test_dicom_reader_on_bundled_files(bundled_dir: Path) -> None:
     audit = audit_of(ctx)
     assert audit["rows_read"] == 5 and audit["rows_used"] == 4
     assert audit["excluded"] == {"no_image": 1}
-    assert audit["patients"] == 4 and audit["patients_missing"] == {"no image": 1}
+    assert audit["patients"] == 4 and audit["patients_missing"] == {"no_study": 1}
 
 
 def test_modality_filter_keeps_one_modality(bundled_dir: Path) -> None:
@@ -398,7 +398,7 @@ def test_series_with_a_missing_slice(tmp_path: Path, series_volume: np.ndarray) 
     block = read("dicom", ctx, path="gap", on_error="skip")
     assert block.ids == []
     assert audit_of(ctx)["excluded"] == {"unreadable": 4}
-    assert audit_of(ctx)["patients_missing"] == {"no usable image: unreadable": 1}
+    assert audit_of(ctx)["patients_missing"] == {"no_usable_study: unreadable": 1}
 
 
 # --- which study: leakage guard, lookback, unknown patients -------------------------------------
@@ -431,7 +431,7 @@ def test_latest_study_on_or_before_the_index_date(tmp_path: Path) -> None:
         "unknown_patient": 1,
     }
     assert audit["rows_read"] == 6 and audit["rows_used"] == 1
-    assert audit["patients_missing"] == {"no usable image: before_lookback": 1}
+    assert audit["patients_missing"] == {"no_usable_study: before_lookback": 1}
     # A PatientID from a header that is not in the cohort is counted, never listed.
     assert "someone-else" not in repr(ctx.audit.to_dict())
 
@@ -618,7 +618,7 @@ def test_synthetic_cohort_imaged_patients(synth: Path) -> None:
     files = sorted((synth / "imaging").glob("*.dcm"))
     audit = audit_of(ctx)
     assert audit["rows_read"] == len(files) == audit["rows_used"] == len(imaged)
-    assert audit["patients_missing"] == {"no image": 60 - len(imaged)}
+    assert audit["patients_missing"] == {"no_study": 60 - len(imaged)}
     for pid, path in zip(block.ids, block.paths or [], strict=True):
         meta = block.meta["images"][pid]
         assert path == str(synth / "imaging" / f"{pid}.dcm")

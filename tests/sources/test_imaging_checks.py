@@ -87,7 +87,7 @@ def test_constant_dicom_is_left_out_with_a_warning_and_an_older_study_used(
     assert block.ids == ["p1"] and block.paths == [str(older)]
     audit = audit_of(ctx)
     assert audit["excluded"] == {"no_information": 2}
-    assert audit["patients_missing"] == {"no usable image: no_information": 1}
+    assert audit["patients_missing"] == {"no_usable_study: no_information": 1}
     assert "new.dcm (every one of its 64 pixels is 0)" in caplog.text
     assert "holds no information" in caplog.text
 
@@ -179,8 +179,8 @@ def test_nifti_nan_is_an_error_and_a_flat_volume_a_judgement_call(tmp_path: Path
     audit = audit_of(ctx)
     assert audit["excluded"] == {"no_information": 1, "voxels:non_finite": 1}
     assert audit["patients_missing"] == {
-        "no usable image: no_information": 1,
-        "no usable image: voxels:non_finite": 1,
+        "no_usable_study: no_information": 1,
+        "no_usable_study: voxels:non_finite": 1,
     }
 
 

@@ -197,7 +197,8 @@ def test_samples_outside_the_lookback_are_not_presence(tmp_path: Path) -> None:
     block, audit = _read("h5ad", {"path": "x.h5ad", "id_key": "pid", "date_key": "when"}, tmp_path)
     assert block.ids == ["b"]
     assert audit.sources["rna"].excluded == {"before_lookback": 1}
-    assert audit.sources["rna"].patients_missing == {"no_sample_in_window": 1}
+    # The third cohort patient has no sample at all.
+    assert audit.sources["rna"].patients_missing == {"no_sample_in_window": 1, "no_sample": 1}
 
 
 def test_parquet_expression_table_is_checked_too(tmp_path: Path) -> None:

@@ -88,6 +88,12 @@ def test_presence_needs_a_value(tmp_path: Path) -> None:
     assert src.patients_missing == {"no_values": 1} and src.excluded == {"no_values": 1}
 
 
+def test_patients_without_a_row_are_counted_as_such(tmp_path: Path) -> None:
+    (tmp_path / "w.csv").write_text("patient_id,bmi\na,22.5\n")
+    block, audit = _read("table", {"path": "w.csv"}, tmp_path)
+    assert block.ids == ["a"] and audit.sources["t"].patients_missing == {"no_row": 2}
+
+
 def test_bom_and_semicolons_read_as_written(tmp_path: Path) -> None:
     (tmp_path / "w.csv").write_bytes(b"\xef\xbb\xbfpatient_id;bmi\r\na;22.5\r\nb;30\r\n")
     block, _ = _read("table", {"path": "w.csv"}, tmp_path)

@@ -201,7 +201,7 @@ class Reading:
         for pid in self.order:
             if pid not in images:
                 why = sorted(self.reasons.get(pid, {}))
-                missing["no image" if not why else "no usable image: " + ", ".join(why)] += 1
+                missing["no_study" if not why else "no_usable_study: " + ", ".join(why)] += 1
         for reason, n in sorted(missing.items()):
             audit.missing(self.name, reason, n)
         return ModalityBlock(

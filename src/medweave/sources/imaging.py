@@ -26,7 +26,8 @@ cut short: ``unreadable``, not ``no_image``.
 
 Presence: a patient is present when one study of theirs inside the window passes every
 check; the others are counted in the audit's ``patients_missing`` with the reasons of
-their files (``no image`` when the source holds nothing for them).
+their files (``no_usable_study: <reasons>``; ``no_study`` when the source holds nothing
+for them).
 
 DICOM headers are de-identified on ingest (:func:`deidentify`): the meta is taken from
 the de-identified header; the PatientID and dates are read only to link a file to the

@@ -496,6 +496,7 @@ def _combine(
     lost = seen - set(chosen)
     ctx.audit.missing(spec.name, "no_usable_sample", len(lost & bad))
     ctx.audit.missing(spec.name, "no_sample_in_window", len((lost - bad) & outside))
+    ctx.audit.missing(spec.name, "no_sample", len(set(index.index) - seen))
     ids = list(chosen)
     x = np.vstack([chosen[p] for p in ids]) if ids else np.zeros((0, len(genes)))
     ctx.audit.used(spec.name, len(ids))

@@ -174,6 +174,7 @@ def read_table(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
         keep = _one_row_each(ids, keep, path=path, source=name, on_error=spec.on_error, audit=audit)
     kept = set(ids[keep])
     audit.missing(name, "no_values", len(with_rows - kept))
+    audit.missing(name, "no_row", len(set(index.index) - set(ids)))
 
     parts: list[pd.DataFrame] = []
     for col in columns:
