@@ -53,6 +53,7 @@ test: lint browser
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_omop.py
+	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_demo.py
 
 clean:
