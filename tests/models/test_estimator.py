@@ -295,3 +295,104 @@ def test_pretrain_names_a_modality_of_the_cohort(
     train, _ = split
     with pytest.raises(InputError, match=r"pretrain: \['imagery'\] not among the cohort's"):
         MultimodalEstimator(modalities=["ehr"], **{**FAST, "pretrain": names}).fit(train)
+
+
+# --- images: the size follows the files ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
+    """40 patients with 3-D NIfTI volumes of 16 x 16 x 12-20 voxels (the depth varies, as
+    the slice counts of DICOM series do), built from a cohort.yaml; a blob's size carries
+    the outcome."""
+    import nibabel as nib
+
+    from medweave.cohort import build
+
+    root = tmp_path_factory.mktemp("volumes")
+    (root / "nii").mkdir()
+    rng = np.random.default_rng(0)
+    n = 40
+    outcome = np.arange(n) % 2
+    rows = []
+    for i in range(n):
+        depth = (12, 16, 20)[i % 3]
+        vol = rng.normal(size=(16, 16, depth)).astype(np.float32)
+        r = 3 + 3 * outcome[i]
+        vol[8 - r : 8 + r, 8 - r : 8 + r, depth // 2 - 2 : depth // 2 + 2] += 4.0
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), root / "nii" / f"p{i}.nii.gz")
+        rows.append({"patient_id": f"p{i}", "path": f"p{i}.nii.gz", "date": "2020-01-01"})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    pd.DataFrame(
+        {"patient_id": [f"p{i}" for i in range(n)], "index_date": "2020-06-01", "y": outcome}
+    ).to_csv(root / "index.csv", index=False)
+    (root / "cohort.yaml").write_text(
+        "index: {rule: column, table: index.csv}\n"
+        "outcome: {binary: {column: y}}\n"
+        "sources:\n  - {name: ct, type: nifti, path: nii, manifest: manifest.csv}\n"
+    )
+    return build(root / "cohort.yaml")
+
+
+def test_volumes_train_with_the_default_image_size(volumes: Cohort, tmp_path: Path) -> None:
+    """A 3-D source needs no image_size: one 3-D grid from the volumes' median shape."""
+    est = MultimodalEstimator(max_epochs=2, batch_size=16)
+    assert est.image_size == "auto"
+    est.fit(volumes)
+    assert est.preps_["ct"].input_shape() == (1, 16, 16, 16)
+    proba = est.predict_proba(volumes)
+    assert proba.shape == (40,) and np.isfinite(proba).all()
+    est.save(tmp_path / "b")
+    again = MultimodalEstimator.load(tmp_path / "b")
+    assert again.image_size == "auto"
+    np.testing.assert_array_equal(again.predict_proba(volumes), proba)
+
+
+def test_an_image_size_of_the_wrong_dimensionality_stops_before_training(
+    volumes: Cohort, split: tuple[Cohort, Cohort]
+) -> None:
+    from medweave.models._prep_image import check_image_sizes, resolve_image_size
+
+    slices = split[0].modalities["imaging"]
+    assert resolve_image_size(slices, "auto") == (64, 64)  # the demo's 2-D slices, as before
+    with pytest.raises(
+        InputError,
+        match=r"image_size=\[32, 32\] has 2 values, but modality 'ct' holds 3-D volumes; give "
+        r"3 values \(e\.g\. \[32, 64, 64\]\) or 'auto'",
+    ):
+        MultimodalEstimator(image_size=(32, 32), max_epochs=1).fit(volumes)
+    with pytest.raises(InputError, match=r"estimator\.image_size=\[8, 8, 8\] has 3 values.*2-D"):
+        check_image_sizes(split[0], ["ehr", "imaging"], [8, 8, 8], key="estimator.image_size")
+    assert check_image_sizes(volumes, ["ct"], [8, 12, 12]) == {"ct": (8, 12, 12)}
+    with pytest.raises(InputError, match=r"image_size='big'; expected 'auto'"):
+        check_image_sizes(volumes, ["ct"], "big")
+
+
+def test_auto_size_rule_and_mixed_blocks() -> None:
+    """Per axis the median extent, 8 to 64 voxels, the thinnest axis at most 32; a block
+    mixing 2-D and 3-D images (built other than by a reader) is refused naming a file."""
+    from medweave.cohort import ModalityBlock
+    from medweave.models._prep_image import resolve_image_size
+
+    def block(shapes: list[list[int]]) -> ModalityBlock:
+        ids = [f"p{i}" for i in range(len(shapes))]
+        return ModalityBlock(
+            name="ct",
+            kind="image",
+            ids=ids,
+            x=np.zeros((len(ids), 0), dtype=np.float32),
+            feature_names=[],
+            paths=[f"/data/{i}.nii" for i in ids],
+            meta={"images": {i: {"shape": s} for i, s in zip(ids, shapes, strict=True)}},
+        )
+
+    assert resolve_image_size(block([[120, 512, 512]] * 3), "auto") == (32, 64, 64)
+    assert resolve_image_size(block([[512, 512, 40], [512, 512, 60]]), "auto") == (64, 64, 32)
+    assert resolve_image_size(block([[4, 30, 30]]), "auto") == (8, 30, 30)
+    assert resolve_image_size(block([[300, 200]]), "auto") == (64, 64)
+    with pytest.raises(
+        InputError,
+        match=r"modality 'ct': /data/p2\.nii \(patient 'p2'\) is one of 1 2-D images \(shape "
+        r"8 x 8\) among 2 3-D volumes",
+    ):
+        resolve_image_size(block([[8, 8, 8], [8, 8, 8], [8, 8]]), "auto")

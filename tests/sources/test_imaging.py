@@ -732,6 +732,36 @@ def test_nifti_manifest(nifti_dir: Path) -> None:
     assert ctx.audit.to_dict()["excluded_patients"]["count"] == 1  # 'stranger', from the manifest
 
 
+def _volume(path: Path, shape: tuple[int, ...], seed: int) -> None:
+    data = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+
+
+def test_nifti_source_of_mixed_dimensionality_is_refused_by_build(tmp_path: Path) -> None:
+    """A 2-D image among 3-D volumes (of different depths) is found when the source is
+    read, naming the file — not when a model first resamples it; skip leaves it out."""
+    (tmp_path / "nii").mkdir()
+    rows = []
+    for i, shape in enumerate([(8, 8, 6), (8, 8, 10), (8, 8)]):
+        _volume(tmp_path / "nii" / f"p{i}.nii.gz", shape, i)
+        rows.append({"patient_id": f"p{i}", "path": f"p{i}.nii.gz", "date": "2020-01-01"})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    ids = ["p0", "p1", "p2"]
+    with pytest.raises(
+        InputError,
+        match=r"p2\.nii\.gz: a 2-D image \(shape 8 x 8\) in source 'img', whose other 2 "
+        r"images are 3-D \(1 such images\); .* on_error: skip",
+    ):
+        read("nifti", make_ctx(tmp_path, ids), path="nii", manifest="m.csv")
+    ctx = make_ctx(tmp_path, ids)
+    block = read("nifti", ctx, path="nii", manifest="m.csv", on_error="skip")
+    assert block.ids == ["p0", "p1"] and len(block.paths or []) == 2
+    assert set(block.meta["images"]) == {"p0", "p1"}
+    audit = audit_of(ctx)
+    assert audit["excluded"] == {"other_dimensions": 1} and audit["rows_used"] == 2
+    assert audit["patients_missing"] == {"no_usable_study: other_dimensions": 1}
+
+
 def test_load_nifti(nifti_dir: Path) -> None:
     path = nifti_dir / "sub" / "anatomical.nii"
     data = np.asarray(nib.load(path).get_fdata())  # type: ignore[attr-defined]

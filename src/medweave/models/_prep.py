@@ -18,6 +18,7 @@ import torch
 
 from medweave.cohort import Cohort, ModalityBlock
 from medweave.errors import InputError
+from medweave.models._prep_image import resolve_image_size
 from medweave.models._prep_sequence import fit_sequence, sequence_inputs
 from medweave.preprocess import OmicsTransformer
 from medweave.preprocess.impute import apply_iterative, fit_iterative
@@ -54,7 +55,8 @@ class ModalityPrep:
     patients' top principal components (a latent state that shows in many correlated
     features — severity in labs and visits, a gene module — becomes a few inputs instead of
     hundreds); image:
-    :func:`medweave.sources.imaging.load_image` at ``image_size``; sequence: see
+    :func:`medweave.sources.imaging.load_image` at ``image_size`` (``"auto"``: from the
+    images' shapes, see :mod:`medweave.models._prep_image`); sequence: see
     :mod:`medweave.models._prep_sequence` (a vocabulary, per-code value scaling, the
     ``sequence_max_len`` most recent events).
     """
@@ -73,7 +75,7 @@ class ModalityPrep:
         rows: np.ndarray,
         *,
         omics_top_genes: int,
-        image_size: tuple[int, ...],
+        image_size: tuple[int, ...] | str,
         components: int | None = None,
         keep: list[str] | None = None,
         image_intensity: str | tuple[float, float] = "zscore",
@@ -158,13 +160,15 @@ class ModalityPrep:
         rows: np.ndarray,
         *,
         omics_top_genes: int,
-        image_size: tuple[int, ...],
+        image_size: tuple[int, ...] | str,
         imputation: str = "median",
     ) -> ModalityPrep:
         train = rows[block.present[rows]]
         prep = cls(block.name, block.kind, list(block.feature_names))
         if block.kind == "image":
-            prep.config = {"image_size": list(image_size)}
+            # every present image of the block counts, not only ``rows``: the grid
+            # depends on no label, and so is the same for every seed's validation split
+            prep.config = {"image_size": list(resolve_image_size(block, image_size))}
             return prep
         x = block.x[train].astype(np.float64)
         _at_least_two(block, train)
@@ -306,9 +310,17 @@ class ModalityPrep:
     def _images(self, block: ModalityBlock) -> torch.Tensor:
         size = tuple(int(s) for s in self.config["image_size"])
         out = torch.zeros((len(block.ids), 1, *size), dtype=torch.float32)
+        images = block.meta.get("images") or {}
         for i, path in enumerate(block.paths or []):
             if path is None or not block.present[i]:
                 continue
+            shape = (images.get(block.ids[i]) or {}).get("shape")
+            if shape and len(shape) != len(size):
+                raise InputError(
+                    f"modality {self.name!r}: {path} has {len(shape)} spatial axes (shape "
+                    f"{' x '.join(map(str, shape))}); the model was trained on images of "
+                    f"{len(size)} ({' x '.join(map(str, size))}); give it images like those"
+                )
             arr = _load_image(path, size, _mtime(path), *_intensity_args(self.config))
             out[i] = torch.from_numpy(arr.copy())
         return out
@@ -467,7 +479,7 @@ def fit_preps(
     rows: np.ndarray,
     *,
     omics_top_genes: int,
-    image_size: tuple[int, ...],
+    image_size: tuple[int, ...] | str,
     components: dict[str, int] | None = None,
     keep: dict[str, list[str]] | None = None,
     image_intensity: str | tuple[float, float] = "zscore",

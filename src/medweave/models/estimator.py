@@ -307,7 +307,12 @@ class MultimodalEstimator(BaseEstimator):
         labels — is not stopped before it starts learning), nor after ``max_epochs``; the
         best epoch's weights are kept.
     image_size, image_intensity
-        Images are resampled to ``image_size``; intensities are z-scored per image
+        Images are resampled to ``image_size``: ``"auto"`` (the default) follows the
+        files — (64, 64) for 2-D images, for 3-D volumes per axis the median extent, 8 to
+        64 voxels and at most 32 along the thinnest axis (the slices), e.g. (32, 64, 64)
+        for CT series (:mod:`medweave.models._prep_image`); or a size of as many values as
+        the images have spatial axes, e.g. (32, 32) or (16, 64, 64) — a size of the wrong
+        dimensionality is an error before training. Intensities are z-scored per image
         (``zscore``), scaled to [0, 1] (``minmax``), or windowed to [0, 1]: ``window`` uses
         the DICOM file's own WindowCenter/WindowWidth, a (low, high) pair a fixed window
         in modality units (CT: Hounsfield units, e.g. (-1000, 400)).
@@ -381,7 +386,7 @@ class MultimodalEstimator(BaseEstimator):
         pca: int | dict[str, int] | None = None,
         pca_keep: list[str] | dict[str, list[str]] | None = None,
         feature_imputation: str = "median",
-        image_size: tuple[int, ...] = (64, 64),
+        image_size: tuple[int, ...] | str = "auto",
         image_intensity: str | tuple[float, float] = "zscore",
         sequence_max_len: int = 256,
         sequence_min_count: int = 5,
@@ -508,7 +513,7 @@ class MultimodalEstimator(BaseEstimator):
             modalities,
             train,
             omics_top_genes=self.omics_top_genes,
-            image_size=tuple(self.image_size),
+            image_size=self._image_size(),
             image_intensity=self.image_intensity,
             components=components,
             keep=self._pca_keep(cohort, components),
@@ -780,6 +785,12 @@ class MultimodalEstimator(BaseEstimator):
         head = self.task_.make_head(fusion.out_dim)
         return _Net({modality: encoder}, fusion, head, modality_dropout=0.0)
 
+    def _image_size(self) -> Any:
+        """``image_size`` as the preprocessing takes it (a list from YAML or JSON as a
+        tuple); :func:`medweave.models._prep_image.resolve_image_size` checks it."""
+        size: Any = self.image_size
+        return tuple(size) if isinstance(size, list) else size
+
     @torch.no_grad()
     def _components(self, cohort: Cohort, modalities: list[str]) -> dict[str, int]:
         """Principal components per modality (``pca``): an int applies to every feature
@@ -1037,7 +1048,7 @@ class MultimodalEstimator(BaseEstimator):
         meta = read_bundle_meta(root, fmt=BUNDLE_FORMAT, what="model")
         tensors = load_file(str(root / "model.safetensors"))
         params = dict(meta["params"])
-        if "image_size" in params:
+        if isinstance(params.get("image_size"), list):
             params["image_size"] = tuple(params["image_size"])
         est = cls(**params)
         est.task_ = Task.from_state(meta["task"]["name"], meta["task"]["state"])

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medweave.cohort._block import ModalityBlock
+from medweave.errors import InputError
 from medweave.sources._base import ReadContext, SourceSpec
 from medweave.sources._checks import ValueChecks, Violation
 from medweave.sources._dicom import FileProblem
@@ -160,15 +161,44 @@ class Reading:
             return True
         return False
 
+    def _other_dimensions(
+        self, ids: list[str], paths: list[str | None], images: dict[str, dict[str, Any]]
+    ) -> list[str]:
+        """The patients whose chosen image has a dimensionality other than the source's.
+
+        One source holds one dimensionality — its images are resampled to one grid
+        (:mod:`medweave.models._prep_image`) — and the more common one is taken as
+        intended (a tie: the 3-D volumes). The others are an error naming the first file
+        under ``on_error: raise``, else left out (``other_dimensions``)."""
+        dims = {pid: len(images[pid].get("shape") or ()) for pid in ids}
+        counts = Counter(d for d in dims.values() if d)
+        if len(counts) < 2:
+            return []
+        main = max(counts, key=lambda d: (counts[d], d))
+        odd = [pid for pid in ids if dims[pid] and dims[pid] != main]
+        if self.spec.on_error == "raise":
+            first = odd[0]
+            shape = " x ".join(map(str, images[first]["shape"]))
+            raise InputError(
+                f"{paths[ids.index(first)]}: a {dims[first]}-D image (shape {shape}) in source "
+                f"{self.name!r}, whose other {counts[main]} images are {main}-D "
+                f"({len(odd)} such images); one image source holds one dimensionality: "
+                "remove them from the source, give them a source of their own, or set "
+                "on_error: skip to leave them out"
+            )
+        return odd
+
     def choose(self, candidates: list[Candidate], *, reader: str) -> ModalityBlock:
-        """Per patient the latest study that passes its checks; counts the others."""
+        """Per patient the latest study that passes its checks; counts the others. Images
+        of a dimensionality other than the source's are an error (or, under ``on_error:
+        skip``, left out), see :meth:`_other_dimensions`."""
         by_patient: dict[str, list[Candidate]] = defaultdict(list)
         for c in candidates:
             by_patient[c.patient_id].append(c)
         ids: list[str] = []
         paths: list[str | None] = []
         images: dict[str, dict[str, Any]] = {}
-        used = 0
+        rows: dict[str, int] = {}
         for pid in self.order:
             cands = by_patient.get(pid, [])
             study_date: dict[str, np.datetime64] = {}
@@ -194,9 +224,14 @@ class Reading:
                 ids.append(pid)
                 paths.append(path)
                 images[pid] = meta
-                used += c.rows
+                rows[pid] = c.rows
+        for pid in self._other_dimensions(ids, paths, images):
+            self.exclude("other_dimensions", rows.pop(pid), pid)
+            del images[pid]
+        paths = [p for pid, p in zip(ids, paths, strict=True) if pid in images]
+        ids = [pid for pid in ids if pid in images]
         audit = self.ctx.audit
-        audit.used(self.name, used, patients=len(ids))
+        audit.used(self.name, sum(rows.values()), patients=len(ids))
         missing: Counter[str] = Counter()
         for pid in self.order:
             if pid not in images:

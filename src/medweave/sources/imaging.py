@@ -12,7 +12,16 @@ PNG/JPEG) as used or excluded, by reason: ``after_index``, ``before_lookback``,
 ``other_series`` (another series of the chosen study), ``unknown_patient``,
 ``other_modality``, ``no_image`` (DICOM without pixels: SR, RT plan), ``no_index_date``,
 and under ``on_error: skip`` ``unreadable``, ``missing_date``, ``bad_date``, ``bad_row``,
-``missing_file``, ``outside_path``, ``wrong_type`` and the value checks' reasons.
+``missing_file``, ``outside_path``, ``wrong_type``, ``other_dimensions`` and the value
+checks' reasons.
+
+Dimensionality: one source holds one — 2-D images (single DICOM files, PNG/JPEG, 2-D
+NIfTI) or 3-D volumes (DICOM series and multi-frame files, 3-D NIfTI) — because a model
+resamples all of a source's images to one grid (``image_size``; by default from the
+images' shapes, :mod:`medweave.models._prep_image`: DICOM series of different slice
+counts become volumes of one size). The more common dimensionality of the chosen images
+is the source's (a tie: 3-D); an image of the other is an error naming its file, or
+under ``on_error: skip`` left out and counted as ``other_dimensions``.
 
 Value checks (:data:`DICOM_CHECKS`, :data:`NIFTI_CHECKS`, :data:`IMAGE_CHECKS`, applied
 to the chosen study of each patient, whose values are read once): every pixel or voxel
