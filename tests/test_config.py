@@ -39,6 +39,26 @@ def test_minimal_config() -> None:
         ),
         ({"outcome": {}}, "outcome: name at least one of 'binary' or 'survival'"),
         (
+            {"index": {"rule": "column", "table": "t", "columns": ["site", "outcome"]}},
+            "index: columns: 'outcome' is a column the cohort sets itself",
+        ),
+        (
+            {"index": {"rule": "column", "table": "t", "columns": ["site", "site"]}},
+            "index: columns: 'site' is named twice",
+        ),
+        (
+            {
+                "index": {
+                    "rule": "first_occurrence",
+                    "database": "o.duckdb",
+                    "concepts": [1],
+                    "columns": ["site"],
+                }
+            },
+            "index: columns: patient columns come from the index table, and rule "
+            "'first_occurrence' has none",
+        ),
+        (
             {"sources": [{"name": "a", "type": "h5add", "path": "x"}]},
             "sources[0].type: unknown source type 'h5add'; did you mean 'h5ad'?",
         ),
@@ -63,6 +83,12 @@ def test_errors_name_the_key(change: dict, message: str) -> None:
         parse_cohort_config({**BASE, **change})
     assert message in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_index_columns() -> None:
+    config = parse_cohort_config({**BASE, "index": {**BASE["index"], "columns": ["site"]}})
+    assert config.index.columns == ["site"]
+    assert parse_cohort_config(BASE).index.columns == []
 
 
 def test_yaml_errors_name_the_file(tmp_path: Path) -> None:

@@ -35,6 +35,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Columns of the cohort's patient table that ``index.columns`` cannot name.
+_RESERVED = ("patient_id", "index_date", "outcome", "time", "event")
+
+
 class IndexRule(_Strict):
     """How each patient's index date is set, and who the patients are.
 
@@ -43,6 +47,10 @@ class IndexRule(_Strict):
     * ``first_occurrence``: the first record of any of ``concepts`` in the OMOP database
       (``database`` or ``url``); patients without one are excluded with that reason.
     * ``fixed``: the same ``date`` for every patient of ``table``.
+
+    ``columns`` names further columns of ``table`` carried into the cohort's patient table
+    as they are (a site or centre, an enrolment wave): a study can hold each value out in
+    turn (``validation.split_column``) or report per value (``evaluation.subgroups``).
     """
 
     rule: Literal["column", "first_occurrence", "fixed"]
@@ -56,9 +64,24 @@ class IndexRule(_Strict):
     id_source: Literal["person_source_value", "person_id"] = "person_source_value"
     concepts: list[int | str] | None = None
     missing_date: Literal["error", "exclude"] = "error"
+    columns: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> IndexRule:
+        if self.columns and self.rule == "first_occurrence":
+            raise ValueError(
+                "columns: patient columns come from the index table, and rule "
+                "'first_occurrence' has none; use rule 'column' with a table"
+            )
+        taken = sorted(set(self.columns) & {*_RESERVED, self.id_column, self.date_column})
+        if taken:
+            raise ValueError(
+                f"columns: {taken[0]!r} is a column the cohort sets itself (patient_id, "
+                "index_date, outcome, time, event, and the id and date columns); remove it"
+            )
+        dup = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        if dup:
+            raise ValueError(f"columns: {dup[0]!r} is named twice")
         if self.rule in ("column", "fixed") and not self.table:
             raise ValueError(f"rule {self.rule!r} needs 'table' (a CSV or Parquet file)")
         if self.rule == "fixed" and self.date is None:

@@ -111,6 +111,40 @@ def test_missing_index_date_can_be_excluded_and_audited(tmp_path: Path) -> None:
     assert cohort.audit.flow["input_patients"] == 2
 
 
+def test_index_columns_reach_the_patient_table_and_split_the_folds(tmp_path: Path) -> None:
+    """index.columns carries a site from the index table: a study can hold each site out."""
+    from medweave.experiment import make_folds, parse_study
+
+    rows = "".join(f"p{i},2020-01-0{1 + i % 9},{i % 2},{'AB'[i // 6]}\n" for i in range(12))
+    (tmp_path / "index.csv").write_text("patient_id,index_date,outcome,site\n" + rows)
+    yaml = "index: {rule: column, table: index.csv%s}\noutcome: {binary: {column: outcome}}\n"
+    (tmp_path / "cohort.yaml").write_text(yaml % ", columns: [site]")
+    cohort = build(tmp_path / "cohort.yaml")
+    assert cohort.patients["site"].tolist() == ["A"] * 6 + ["B"] * 6
+    study = {"name": "s", "cohort": "cohort.yaml", "validation": {"split_column": "site"}}
+    folds = make_folds(cohort, parse_study(study))
+    assert [test.tolist() for _, test in folds] == [list(range(6)), list(range(6, 12))]
+    # Saved and loaded with the cohort, as a run does.
+    cohort.save(tmp_path / "built")
+    assert Cohort.load(tmp_path / "built").patients["site"].tolist() == ["A"] * 6 + ["B"] * 6
+
+    (tmp_path / "cohort.yaml").write_text(yaml % "")
+    with pytest.raises(
+        InputError,
+        match=r"validation.split_column: the cohort's patient table has no column 'site' \(it "
+        r"has patient_id, index_date, outcome\); carry it from the index table with "
+        r"index.columns in cohort.yaml",
+    ):
+        make_folds(build(tmp_path / "cohort.yaml"), parse_study(study))
+    (tmp_path / "cohort.yaml").write_text(yaml % ", columns: [centre]")
+    with pytest.raises(InputError, match=r"index.csv: no column 'centre' \(config key index."):
+        build(tmp_path / "cohort.yaml")
+    (tmp_path / "index.csv").write_text("patient_id,index_date,outcome,site\n" + rows[:-2] + "\n")
+    (tmp_path / "cohort.yaml").write_text(yaml % ", columns: [site]")
+    with pytest.raises(InputError, match=r"split_column 'site': 1 patients have no value \(e"):
+        make_folds(build(tmp_path / "cohort.yaml"), parse_study(study))
+
+
 def test_ids_that_match_nobody_are_an_error(folder: Path, tmp_path: Path) -> None:
     index = pd.read_parquet(folder / "index.parquet")
     index["patient_id"] = index["person_id"]  # integers instead of the source's text ids

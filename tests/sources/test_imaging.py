@@ -124,29 +124,34 @@ def bundled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_dicom_reader_on_bundled_files(bundled_dir: Path) -> None:
-    ctx = make_ctx(bundled_dir, ["p-ct", "p-mr", "p-us", "p-rt", "p-none"])
-    block = read("dicom", ctx, path=".")
-    assert block.kind == "image" and block.x.shape == (4, 0) and block.feature_names == []
-    assert block.ids == ["p-ct", "p-mr", "p-us", "p-rt"]  # cohort order
+    ids = ["p-ct", "p-mr", "p-us", "p-rt", "p-none"]
+    # The RT dose is a 3-D volume among 2-D images: one source holds one dimensionality.
+    with pytest.raises(
+        InputError,
+        match=r"rt/rtdose\.dcm: a 3-D image \(shape 15 x 10 x 10\) in source 'img', whose "
+        r"other 3 images are 2-D",
+    ):
+        read("dicom", make_ctx(bundled_dir, ids), path=".")
+    ctx = make_ctx(bundled_dir, ids)
+    block = read("dicom", ctx, path=".", on_error="skip")
+    assert block.kind == "image" and block.x.shape == (3, 0) and block.feature_names == []
+    assert block.ids == ["p-ct", "p-mr", "p-us"]  # cohort order
     assert block.paths is not None
-    assert [Path(p).name for p in block.paths if p] == [
-        "CT_small.dcm",
-        "MR_small.dcm",
-        "rgb.dcm",
-        "rtdose.dcm",
-    ]
+    assert [Path(p).name for p in block.paths if p] == ["CT_small.dcm", "MR_small.dcm", "rgb.dcm"]
     img = block.meta["images"]
     assert img["p-ct"]["modality"] == "CT" and img["p-ct"]["shape"] == [128, 128]
     assert img["p-ct"]["spacing"] == pytest.approx([0.661468, 0.661468])
     assert img["p-mr"]["modality"] == "MR" and img["p-mr"]["shape"] == [64, 64]
     assert img["p-us"]["modality"] == "US" and img["p-us"]["channels"] == 3
-    assert img["p-rt"]["kind"] == "multiframe" and img["p-rt"]["shape"] == [15, 10, 10]
-    assert img["p-rt"]["spacing"] == pytest.approx([5.0, 10.0, 10.0])
     assert all(m["days_before_index"] == 152 for m in img.values())  # 2020-01-01 .. 06-01
     audit = audit_of(ctx)
-    assert audit["rows_read"] == 5 and audit["rows_used"] == 4
-    assert audit["excluded"] == {"no_image": 1}
-    assert audit["patients"] == 4 and audit["patients_missing"] == {"no_study": 1}
+    assert audit["rows_read"] == 5 and audit["rows_used"] == 3
+    assert audit["excluded"] == {"no_image": 1, "other_dimensions": 1}
+    assert audit["patients"] == 3
+    assert audit["patients_missing"] == {"no_study": 1, "no_usable_study: other_dimensions": 1}
+    rt = read("dicom", make_ctx(bundled_dir, ["p-rt"]), path="rt").meta["images"]["p-rt"]
+    assert rt["kind"] == "multiframe" and rt["shape"] == [15, 10, 10]
+    assert rt["spacing"] == pytest.approx([5.0, 10.0, 10.0])
 
 
 def test_modality_filter_keeps_one_modality(bundled_dir: Path) -> None:
@@ -374,18 +379,26 @@ def test_series_is_stacked_along_the_normal_with_rescale(
 def test_series_with_other_files_is_stored_as_a_path_list(
     tmp_path: Path, series_volume: np.ndarray
 ) -> None:
+    """Two series of different slice counts in one folder: each is a path list, and the
+    default image size resamples both to one 3-D grid."""
+    from medweave.models._prep_image import resolve_image_size
+
     names = [f"s{k}.dcm" for k in range(5)]
     write_series(tmp_path / "mixed", series_volume, patient="ps", names=names)
-    copy_dicom(bundled("MR_small.dcm"), tmp_path / "mixed" / "other.dcm", patient="pm")
+    others = [f"t{k}.dcm" for k in range(3)]
+    write_series(tmp_path / "mixed", series_volume[:3], patient="pm", names=others)
     block = read(
         "dicom", make_ctx(tmp_path, ["ps", "pm"], dates=["2019-06-01", INDEX_DATE]), path="mixed"
     )
     assert block.paths is not None
-    listed = block.paths[0]
-    assert listed is not None and listed.split(os.pathsep) == [
-        str(tmp_path / "mixed" / n) for n in names
-    ]
-    assert Path(str(block.paths[1])).name == "other.dcm"
+    for listed, files in zip(block.paths, (names, others), strict=True):
+        assert listed is not None and listed.split(os.pathsep) == [
+            str(tmp_path / "mixed" / n) for n in files
+        ]
+    assert [block.meta["images"][p]["shape"] for p in block.ids] == [[5, 16, 12], [3, 16, 12]]
+    size = resolve_image_size(block, "auto")
+    assert size == (8, 16, 12)  # the median depth, 4, raised to the least of 8
+    assert {load_image(str(p), spatial_size=size).shape for p in block.paths} == {(1, *size)}
 
 
 def test_series_with_a_missing_slice(tmp_path: Path, series_volume: np.ndarray) -> None:

@@ -101,7 +101,8 @@ def _nobody_message(name: str, meta: dict[str, object], src: SourceAudit, *, exa
 
 
 def resolve_index(rule: IndexRule, *, base_dir: Path, audit: Audit) -> pd.DataFrame:
-    """One row per patient: ``patient_id`` (str) and ``index_date``."""
+    """One row per patient: ``patient_id`` (str), ``index_date`` and the table's
+    ``index.columns``."""
     if rule.rule == "first_occurrence":
         with _open_omop(rule, base_dir=base_dir) as engine:
             persons, first = first_occurrence(engine, list(rule.concepts or []))
@@ -117,6 +118,7 @@ def resolve_index(rule: IndexRule, *, base_dir: Path, audit: Audit) -> pd.DataFr
     audit.read("index", len(table))
     columns = [rule.id_column] + ([rule.date_column] if rule.rule == "column" else [])
     require_columns(table, columns, path=path, key="index.id_column / index.date_column")
+    require_columns(table, rule.columns, path=path, key="index.columns")
     ids = table[rule.id_column]
     if ids.isna().any():
         pos = int(ids.isna().to_numpy().nonzero()[0][0])
@@ -145,7 +147,10 @@ def resolve_index(rule: IndexRule, *, base_dir: Path, audit: Audit) -> pd.DataFr
         audit.exclude_patient(pid, "missing index date")
     audit.exclude_rows("index", "missing_index_date", int((~keep).sum()))
     audit.used("index", int(keep.sum()))
-    return pd.DataFrame({"patient_id": ids[keep].to_numpy(), "index_date": dates[keep].to_numpy()})
+    out = pd.DataFrame({"patient_id": ids[keep].to_numpy(), "index_date": dates[keep].to_numpy()})
+    for col in rule.columns:  # carried as they are: a site, a centre, an enrolment wave
+        out[col] = table.loc[keep, col].to_numpy()
+    return out
 
 
 def attach_outcomes(

@@ -113,8 +113,17 @@ def make_folds(cohort: Cohort, study: StudyConfig) -> list[tuple[np.ndarray, np.
     if v.split_column is not None:
         if v.split_column not in pat.columns:
             raise InputError(
-                f"validation.split_column: the cohort has no column {v.split_column!r} "
-                f"(columns: {', '.join(map(str, pat.columns))})"
+                f"validation.split_column: the cohort's patient table has no column "
+                f"{v.split_column!r} (it has {', '.join(map(str, pat.columns))}); carry it "
+                "from the index table with index.columns in cohort.yaml, e.g. "
+                f"columns: [{v.split_column}]"
+            )
+        absent = pat[v.split_column].isna()
+        if absent.any():
+            raise InputError(
+                f"validation.split_column {v.split_column!r}: {int(absent.sum())} patients "
+                f"have no value (e.g. {pat.loc[absent, 'patient_id'].iloc[0]!r}); every "
+                "patient needs a group to be held out with: fill it in the index table"
             )
         values = pat[v.split_column].astype(str).to_numpy()
         levels = sorted(set(values))
