@@ -230,6 +230,23 @@ def test_log_scaled_expression_trains_instead_of_ending_the_run(study_root: Path
     assert est.preps_["omics"].config == {"expression_scale": "log", "log1p": False}
 
 
+def test_an_image_size_of_the_wrong_dimensionality_stops_the_run_before_any_job(
+    study_root: Path,
+) -> None:
+    path = write_study(
+        study_root,
+        "small-3d-size",
+        modalities=["imaging"],
+        models={"singles": True, "fusions": [], "baselines": []},
+        estimator={"max_epochs": 1, "image_size": [16, 16, 16]},
+        workers=1,
+    )
+    out = study_root / "run-3d-size"
+    with pytest.raises(InputError, match=r"^estimator.image_size=\[16, 16, 16\] has 3 values"):
+        run_study(path, out, quiet=True)
+    assert not (out / "jobs").exists()
+
+
 def test_bad_input_found_in_a_worker_is_the_same_one_line_error(study_root: Path) -> None:
     path = write_study(
         study_root,

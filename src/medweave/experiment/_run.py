@@ -261,6 +261,12 @@ def _run(
     kinds = {m: cohort.modalities[m].kind for m in modalities}
     specs = plan_models(study, modalities, kinds)
     estimator = estimator_params(study, base)
+    # A wrong image_size for the cohort's images stops the run here, before any job.
+    from medweave.models._prep_image import check_image_sizes
+
+    check_image_sizes(
+        cohort, modalities, estimator.get("image_size", "auto"), key="estimator.image_size"
+    )
     fingerprint = _fingerprint(study, cohort, estimator)
     run_json = out / "run.json"
     if resume and run_json.is_file():
