@@ -10,7 +10,7 @@ import pytest
 from medweave.cli import main
 from medweave.errors import InputError
 from medweave.experiment import FoldJob, ModelSpec, load_study, make_folds, parse_study, plan_models
-from medweave.experiment._jobs import make_estimator
+from medweave.experiment._jobs import make_estimator, shared_artifacts
 from medweave.experiment._run import check_outcomes, estimator_params
 
 from .conftest import FAST_STUDY
@@ -129,3 +129,52 @@ def test_estimator_takes_imputation_and_a_gene_set_file_beside_the_study(tmp_pat
     bad = parse_study({**FAST_STUDY, "estimator": {"gene_sets": "bad.gmt"}})
     with pytest.raises(InputError, match=r"^estimator\.gene_sets: .*bad\.gmt, line 1: 1 tab"):
         estimator_params(bad, tmp_path)
+
+
+def test_baselines_must_fit_the_task() -> None:
+    with pytest.raises(InputError, match="coxnet is a survival baseline; for task: binary use"):
+        parse_study({**FAST_STUDY, "models": {"baselines": ["elasticnet", "coxnet"]}})
+    with pytest.raises(
+        InputError, match="elasticnet is a binary baseline; for task: survival use coxph or coxnet"
+    ):
+        parse_study({**FAST_STUDY, "task": "survival", "models": {"baselines": ["elasticnet"]}})
+    with pytest.raises(InputError, match="listed twice"):
+        parse_study({**FAST_STUDY, "models": {"baselines": ["elasticnet", "elasticnet"]}})
+    with pytest.raises(InputError, match="baselines"):
+        parse_study({**FAST_STUDY, "models": {"baselines": ["glmnet"]}})
+
+
+@pytest.mark.parametrize(
+    ("task", "baselines", "classes"),
+    [
+        ("binary", ["lightgbm", "elasticnet"], ["LightGBMBaseline", "ElasticNetBaseline"]),
+        ("survival", ["coxph", "coxnet"], ["CoxPHBaseline", "CoxNetBaseline"]),
+    ],
+)
+def test_the_linear_peers_are_planned_and_built_like_the_other_baselines(
+    task: str, baselines: list[str], classes: list[str]
+) -> None:
+    study = parse_study({**FAST_STUDY, "task": task, "models": {"baselines": baselines}})
+    kinds = {"ehr": "tabular", "imaging": "image", "omics": "omics"}
+    specs = plan_models(study, list(kinds), kinds)[-2:]
+    assert [(s.name, s.kind, s.modalities) for s in specs] == [
+        (b, b, ("ehr", "omics")) for b in baselines
+    ]
+    for spec, cls in zip(specs, classes, strict=True):
+        assert shared_artifacts(spec, 0, {"interactions": True}, kinds) == ()
+        job = FoldJob(
+            model=spec,
+            fold=0,
+            cohort_path="",
+            train=np.arange(3),
+            test=np.arange(0),
+            task=task,
+            estimator={},
+            seed=5,
+            encoder_store="",
+            out="",
+        )
+        est = make_estimator(job)
+        assert type(est).__name__ == cls and est.modalities == ["ehr", "omics"]
+        if cls in ("ElasticNetBaseline", "CoxNetBaseline"):
+            assert (est.random_state, est.max_features) == (5, 200)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from lifelines import CoxPHFitter
 from lifelines.utils import concordance_index
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -14,7 +18,14 @@ from sklearn.metrics import roc_auc_score
 
 from medweave.cohort import Cohort, ModalityBlock
 from medweave.errors import InputError
-from medweave.models.baselines import CoxPHBaseline, LightGBMBaseline, cohort_features
+from medweave.models._coxnet import RiskSets, fit_path
+from medweave.models.baselines import (
+    CoxNetBaseline,
+    CoxPHBaseline,
+    ElasticNetBaseline,
+    LightGBMBaseline,
+    cohort_features,
+)
 
 N_GENES = 40
 
@@ -325,3 +336,161 @@ def test_coxph_bundle_reloads_with_identical_predictions(
         again.predict_survival(test, times), est.predict_survival(test, times), rtol=1e-10
     )
     assert again.score(test) == pytest.approx(est.score(test))
+
+
+# --- elastic net ---------------------------------------------------------------------------
+
+
+def assert_reloads_in_fresh_process(est: Any, cohort: Cohort, tmp_path: Path) -> None:
+    """Save ``est`` and ``cohort``; a new interpreter loads both with the estimator's class
+    and must reproduce ``est.predict_output(cohort)`` bit for bit."""
+    est.save(tmp_path / "bundle")
+    cohort.save(tmp_path / "cohort")
+    np.savez(tmp_path / "expected.npz", **est.predict_output(cohort))
+    cls = type(est).__name__
+    code = (
+        "import numpy as np, sys\n"
+        "from medweave.cohort import Cohort\n"
+        f"from medweave.models.baselines import {cls}\n"
+        f"est = {cls}.load({str(tmp_path / 'bundle')!r})\n"
+        f"got = est.predict_output(Cohort.load({str(tmp_path / 'cohort')!r}))\n"
+        f"exp = np.load({str(tmp_path / 'expected.npz')!r}, allow_pickle=True)\n"
+        "same = set(got) == set(exp.files) and all(np.array_equal(got[k], exp[k]) for k in got)\n"
+        "sys.exit(0 if same else 3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def noise(cohort: Cohort, seed: int) -> Cohort:
+    """``cohort`` with outcomes unrelated to any feature."""
+    out = cohort.take(np.arange(cohort.n))
+    rng = np.random.default_rng(seed)
+    out.patients["outcome"] = (rng.uniform(size=cohort.n) < 0.4).astype(int)
+    out.patients["time"] = rng.exponential(300, cohort.n).round() + 1
+    out.patients["event"] = rng.uniform(size=cohort.n) < 0.5
+    return out
+
+
+def test_elasticnet_learns_the_signal_with_a_penalty_chosen_inside(
+    train: Cohort, test: Cohort
+) -> None:
+    model = ElasticNetBaseline().fit(train)
+    proba = model.predict_proba(test)
+    assert proba.shape == (600, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    auroc = roc_auc_score(test.patients["outcome"], proba[:, 1])
+    assert auroc > 0.75 and model.score(test) == pytest.approx(auroc)
+    assert model.C_ in model.Cs and model.l1_ratio_ in model.l1_ratios
+    coef = model.coefficients
+    assert coef["ehr:x1"] > 0.3 and coef["labs:crp"] > 0.3
+    assert coef.abs().sort_values().index[-1] in {"ehr:x1", "labs:crp"}
+    # one indicator per missingness pattern: an absent modality is one column
+    assert "labs (missing)" in coef.index and "omics (missing)" in coef.index
+    assert "ehr:n1 (missing)" in coef.index and "labs:crp (missing)" not in coef.index
+    assert "ehr:const" not in coef.index
+    # medians and standardisation learned on the training cohort
+    design = model.transform(test)
+    absent = ~test.modalities["labs"].present
+    crp = model.columns_.index("labs:crp")
+    median = np.nanmedian(cohort_features(train, ["labs"])[0][:, 0].astype(np.float64))
+    np.testing.assert_allclose(
+        design[absent, crp], (median - model.prep_.mean[crp]) / model.prep_.scale[crp]
+    )
+    np.testing.assert_array_equal(model.predict(test), (proba[:, 1] >= 0.5).astype(int))
+    again = ElasticNetBaseline().fit(train).predict_proba(test)
+    np.testing.assert_array_equal(again, proba)  # deterministic
+
+
+def test_elasticnet_on_noise_chooses_a_strong_penalty(train: Cohort) -> None:
+    signal = ElasticNetBaseline(modalities=["ehr", "labs"]).fit(train)
+    model = ElasticNetBaseline(modalities=["ehr", "labs"]).fit(noise(train, 3))
+    assert model.C_ <= 0.01 < signal.C_
+    assert np.abs(model.coef_).max() < 0.15 < 0.5 < np.abs(signal.coef_).max()
+
+
+def test_coxnet_ranks_patients(train: Cohort, test: Cohort) -> None:
+    model = CoxNetBaseline().fit(train)
+    risk = model.predict_risk(test)
+    assert risk.shape == (600,) and np.isfinite(risk).all()
+    time, event = test.patients["time"].to_numpy(), test.patients["event"].to_numpy()
+    cindex = concordance_index(time, -risk, event)
+    assert cindex > 0.72 and model.score(test) == pytest.approx(cindex)
+    coef = model.coefficients
+    assert coef["ehr:x1"] > 0.3 and coef["labs:crp"] > 0.3
+    assert (coef == 0).sum() > 10  # the L1 part drops noise genes
+    assert model.l1_ratio_ in model.l1_ratios and model.penalty_ > 0
+    surv = model.predict_survival(test, [-1.0, 30.0, 180.0, 365.0])
+    assert surv.shape == (600, 4) and np.all(np.diff(surv, axis=1) <= 0)
+    assert np.all(surv[:, 0] == 1.0) and np.all((surv > 0) & (surv <= 1))
+
+
+def test_coxnet_on_noise_keeps_no_feature(train: Cohort) -> None:
+    model = CoxNetBaseline(modalities=["ehr", "labs"]).fit(noise(train, 4))
+    assert np.abs(model.coef_).max() < 0.1 and (model.coef_ == 0).mean() >= 0.8
+
+
+def test_coxnet_solver_matches_lifelines_without_ties() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    x = (x - x.mean(axis=0)) / x.std(axis=0, ddof=1)  # lifelines scales by the sample SD
+    t = rng.exponential(np.exp(-(x[:, 0] - 0.5 * x[:, 1]))) * 50 + 1
+    c = rng.uniform(0, 100, 300)
+    time, event = np.minimum(t, c), t <= c
+    betas, converged = fit_path(x, RiskSets.of(time, event), [0.05], l1_ratio=0.0, tol=1e-9)
+    frame = pd.DataFrame(x, columns=[f"c{j}" for j in range(5)]).assign(T=time, E=event)
+    ref = CoxPHFitter(penalizer=0.05).fit(frame, "T", "E").params_.to_numpy()
+    assert converged
+    np.testing.assert_allclose(betas[0], ref, atol=1e-4)
+
+
+def test_linear_baselines_refuse_bad_input(train: Cohort) -> None:
+    with pytest.raises(InputError, match="max_features must be >= 1"):
+        ElasticNetBaseline(max_features=0).fit(train)
+    with pytest.raises(InputError, match=r"l1_ratios must lie in \[0, 1\]"):
+        CoxNetBaseline(l1_ratios=(0.5, 2.0)).fit(train)
+    with pytest.raises(InputError, match="inner_folds must be >= 2"):
+        CoxNetBaseline(inner_folds=1).fit(train)
+    one_event = np.zeros(800, dtype=bool)
+    one_event[0] = True
+    with pytest.raises(InputError, match="has 1 events"):
+        CoxNetBaseline().fit(train, (np.arange(1, 801), one_event))
+    y = np.zeros(800, dtype=int)
+    y[0] = 1
+    with pytest.raises(InputError, match="1 patients in its smaller class"):
+        ElasticNetBaseline().fit(train, y)
+    with pytest.raises(NotFittedError):
+        CoxNetBaseline().predict_risk(train)
+
+
+def test_elasticnet_bundle_reloads_in_a_fresh_process(
+    train: Cohort, test: Cohort, tmp_path: Path
+) -> None:
+    est = ElasticNetBaseline(modalities=["ehr", "labs", "omics"], max_features=10).fit(train)
+    assert_reloads_in_fresh_process(est, test, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == [
+        "bundle.json",
+        "model.safetensors",
+    ]
+    again = ElasticNetBaseline.load(tmp_path / "bundle")
+    assert again.get_params() == {
+        **est.get_params(),
+        "Cs": list(est.Cs),
+        "l1_ratios": list(est.l1_ratios),
+        "kinds": list(est.kinds),
+    }
+    assert (again.C_, again.l1_ratio_, again.columns_) == (est.C_, est.l1_ratio_, est.columns_)
+    with pytest.raises(InputError, match="expected 'medweave-coxnet/1'"):
+        CoxNetBaseline.load(tmp_path / "bundle")
+
+
+def test_coxnet_bundle_reloads_in_a_fresh_process(
+    train: Cohort, test: Cohort, tmp_path: Path
+) -> None:
+    est = CoxNetBaseline(max_features=10).fit(train)
+    assert_reloads_in_fresh_process(est, test, tmp_path)
+    again = CoxNetBaseline.load(tmp_path / "bundle")
+    times = [10.0, 365.0, 5000.0]
+    np.testing.assert_array_equal(
+        again.predict_survival(test, times), est.predict_survival(test, times)
+    )

@@ -11,7 +11,7 @@ YAML keys are constructor arguments; errors name the file and the key::
       singles: true              # each modality alone, same encoder
       fusions: [early, late, concat, attention, gated, tensor]
       subsets: false             # every subset of two or more modalities (first fusion)
-      baselines: [lightgbm]      # lightgbm (binary) and/or coxph (survival)
+      baselines: [lightgbm]      # binary: lightgbm, elasticnet; survival: coxph, coxnet
     estimator: {max_epochs: 80}  # MultimodalEstimator arguments shared by every model,
                                  # e.g. impute: true, gene_sets: h.all.gmt (beside this file)
     validation: {folds: 5, seed: 0}          # or {split_column: site}
@@ -35,6 +35,9 @@ from medweave.errors import InputError
 __all__ = ["ModelsSpec", "StudyConfig", "load_study", "parse_study"]
 
 FUSION_DEFAULT = ["early", "late", "concat", "attention", "gated", "tensor"]
+#: the classical peers per task (``models/baselines.py``)
+BINARY_BASELINES = ("lightgbm", "elasticnet")
+SURVIVAL_BASELINES = ("coxph", "coxnet")
 
 
 class ModelsSpec(_Strict):
@@ -43,7 +46,10 @@ class ModelsSpec(_Strict):
     singles: bool = True
     fusions: list[str] = Field(default_factory=lambda: list(FUSION_DEFAULT))
     subsets: bool = False
-    baselines: list[Literal["lightgbm", "coxph"]] = Field(default_factory=list)
+    #: binary: ``lightgbm``, ``elasticnet``; survival: ``coxph``, ``coxnet``
+    baselines: list[Literal["lightgbm", "elasticnet", "coxph", "coxnet"]] = Field(
+        default_factory=list
+    )
 
 
 class Validation(_Strict):
@@ -102,10 +108,17 @@ class StudyConfig(_Strict):
                 )
         if self.task == "binary" and "survival_head" in self.model_fields_set:
             raise ValueError("survival_head: applies to task: survival only; remove it")
-        if self.task == "binary" and "coxph" in self.models.baselines:
-            raise ValueError("models.baselines: coxph is a survival baseline; use lightgbm")
-        if self.task == "survival" and "lightgbm" in self.models.baselines:
-            raise ValueError("models.baselines: lightgbm is a binary baseline; use coxph")
+        wrong = SURVIVAL_BASELINES if self.task == "binary" else BINARY_BASELINES
+        for name in self.models.baselines:
+            if name in wrong:
+                other = "survival" if self.task == "binary" else "binary"
+                fits = BINARY_BASELINES if self.task == "binary" else SURVIVAL_BASELINES
+                raise ValueError(
+                    f"models.baselines: {name} is a {other} baseline; for task: {self.task} "
+                    f"use {' or '.join(fits)}"
+                )
+        if len(set(self.models.baselines)) != len(self.models.baselines):
+            raise ValueError("models.baselines: a baseline is listed twice")
         return self
 
 
