@@ -449,6 +449,8 @@ def test_linear_baselines_refuse_bad_input(train: Cohort) -> None:
         ElasticNetBaseline(max_features=0).fit(train)
     with pytest.raises(InputError, match=r"l1_ratios must lie in \[0, 1\]"):
         CoxNetBaseline(l1_ratios=(0.5, 2.0)).fit(train)
+    with pytest.raises(InputError, match="scoring 'auc' is not one of neg_log_loss, roc_auc"):
+        ElasticNetBaseline(scoring="auc").fit(train)
     with pytest.raises(InputError, match="inner_folds must be >= 2"):
         CoxNetBaseline(inner_folds=1).fit(train)
     one_event = np.zeros(800, dtype=bool)

@@ -37,6 +37,8 @@ __all__ = ["CoxNetBaseline", "ElasticNetBaseline", "LinearPrep"]
 
 ELASTICNET_FORMAT = "medweave-elasticnet/1"
 COXNET_FORMAT = "medweave-coxnet/1"
+#: how the logistic model's inner cross-validation scores a penalty (scikit-learn's names)
+SCORINGS = ("neg_log_loss", "roc_auc", "neg_brier_score")
 
 
 class LinearPrep:
@@ -293,6 +295,10 @@ class ElasticNetBaseline(_LinearBaseline):
         self._check_params()
         if not self.Cs or any(c <= 0 for c in self.Cs):
             raise InputError(f"ElasticNetBaseline: Cs must be positive numbers, got {self.Cs}")
+        if self.scoring not in SCORINGS:
+            raise InputError(
+                f"ElasticNetBaseline: scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}"
+            )
         target = outcome(cohort, y, survival=False)
         task = BinaryTask()
         task.fit_target(target)
