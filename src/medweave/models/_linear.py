@@ -254,7 +254,9 @@ class ElasticNetBaseline(_LinearBaseline):
     ``Cs`` × ``l1_ratios`` by ``inner_folds``-fold stratified cross-validation inside the
     training cohort, scored by ``scoring`` (log loss by default), then refitted on it all.
     ``max_features`` caps each modality at its most variable features (for wide omics);
-    ``tol`` and ``max_iter`` are saga's. Deterministic for a given ``random_state``.
+    ``tol`` and ``max_iter`` are saga's: ``tol`` is loose by default, for on the demo's
+    cohort a tenfold tighter one costs ten times the time for no better AUROC (0.707 against
+    0.710, 5 folds). Deterministic for a given ``random_state``.
     """
 
     def __init__(
@@ -269,7 +271,7 @@ class ElasticNetBaseline(_LinearBaseline):
         max_features: int | None = None,
         missing_indicators: bool = True,
         class_weight: dict[Any, float] | str | None = None,
-        tol: float = 1e-3,
+        tol: float = 1e-2,
         max_iter: int = 1000,
         random_state: int = 0,
     ) -> None:
