@@ -230,6 +230,22 @@ def test_log_scaled_expression_trains_instead_of_ending_the_run(study_root: Path
     assert est.preps_["omics"].config == {"expression_scale": "log", "log1p": False}
 
 
+def test_a_study_of_classical_peers_only(study_root: Path) -> None:
+    """No neural model: the elastic-net and LightGBM peers are evaluated and reported, and
+    the stratification (which needs a fused representation) is said to be absent."""
+    path = write_study(
+        study_root,
+        "small-peers",
+        models={"singles": False, "fusions": [], "baselines": ["lightgbm", "elasticnet"]},
+        workers=1,
+    )
+    run = run_study(path, study_root / "run-peers", quiet=True)
+    validate_results(json.loads((run.out / "results.json").read_text()))
+    assert [m["kind"] for m in run.results["models"]] == ["lightgbm", "elasticnet"]
+    assert run.results["stratification"] is None
+    assert "No stratification is in the results." in run.report.read_text()
+
+
 def test_an_image_size_of_the_wrong_dimensionality_stops_the_run_before_any_job(
     study_root: Path,
 ) -> None:

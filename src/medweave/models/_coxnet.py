@@ -10,6 +10,8 @@ coefficient zero) down, each fit starting from the previous one.
 Why not lifelines: its ``CoxPHFitter`` smooths the L1 term and takes full Newton steps;
 on a few hundred standardised features one fit with ``l1_ratio > 0`` takes 20-40 s
 (800 synthetic patients), so a cross-validated path of a hundred fits is out of reach.
+scikit-survival's ``CoxnetSurvivalAnalysis`` is GPL-3.0, which this Apache-2.0 project
+cannot depend on.
 
 The objective, per patient: ``-loglik(beta) / n + lam * (l1_ratio * |beta|_1 +
 (1 - l1_ratio) / 2 * |beta|_2^2)``.

@@ -470,8 +470,10 @@ def _comparisons(
     return rows
 
 
-def _strata(strat: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
+def _strata(strat: dict[str, Any] | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if strat is None:  # a study without a neural model
+        return out
     for key, title in (("clusters", "Clusters"), ("risk_groups", "Risk groups")):
         grouping = strat[key]
         if grouping is None:

@@ -150,7 +150,7 @@ def _cross_checks(results: dict[str, Any]) -> Iterator[tuple[str, str]]:
         if name is not None and name not in seen:
             yield path, f"{name!r} is not the name of a model in $.models"
     for key in ("clusters", "risk_groups"):
-        grouping = results["stratification"][key]
+        grouping = (results["stratification"] or {}).get(key)
         for j, curve in enumerate((grouping or {}).get("km") or []):
             path = f"$.stratification.{key}.km[{j}]"
             for other in ("survival", "ci_low", "ci_high"):
@@ -168,6 +168,8 @@ _CURVE_PAIRS = (
 
 def _ref_stratification(results: dict[str, Any]) -> tuple[str, str | None]:
     strat = results["stratification"]
+    if strat is None:  # a study without a neural model
+        return "$.stratification.model", None
     has_grouping = strat["clusters"] is not None or strat["risk_groups"] is not None
     return "$.stratification.model", strat["model"] if has_grouping else None
 
