@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import math
+
 import numpy as np
+import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -120,3 +124,115 @@ def test_survival_tasks_fit_their_own_likelihood() -> None:
             out = g(inputs, masks).numpy()
         assert out.shape == (len(eta), task.out_dim)
         assert task.score(task.predict(out), y) > 0.7
+
+
+def _tied_cox(
+    n: int, genes: int, *, seed: int
+) -> tuple[CoxTask, dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """A small survival cohort like the real ones of issue 17: 40 events, times tied on a
+    12-month grid (Efron's partial likelihood overflows float32 beyond a log-risk of ~88
+    when times are tied), and far more expression features than patients."""
+    rng = np.random.default_rng(seed)
+    x = {m: rng.normal(size=(n, d)) for m, d in (("a", 10), ("b", genes), ("c", 5))}
+    eta = x["a"][:, 0] + 0.5 * x["b"][:, :20].sum(1) / np.sqrt(20)
+    t = np.exp(-eta) * rng.exponential(size=n)
+    cut = np.sort(t)[40]
+    event = t <= cut
+    time = np.where(event, t, cut * (1 + 3 * rng.random(n)))
+    time = np.ceil(time / time.max() * 12)
+    task = CoxTask()
+    task.fit_target((time, event))
+    inputs = {m: torch.from_numpy(v.astype(np.float32)) for m, v in x.items()}
+    masks = {m: torch.ones(n, dtype=torch.bool) for m in x}
+    return task, inputs, masks, torch.as_tensor(task.encode_target((time, event)))
+
+
+def test_a_small_tied_survival_cohort_fits_where_lbfgs_overflowed() -> None:
+    # Before the guard, L-BFGS met a NaN loss in one fold's line search and ended with
+    # "RuntimeError: value cannot be converted to type float without overflow".
+    task, inputs, masks, target = _tied_cox(120, 2000, seed=1)
+    g, cv = fit_glm(
+        task.loss,
+        inputs,
+        masks,
+        target,
+        out_dim=1,
+        pairs=["a", "b", "c"],
+        rank=1,
+        seed=0,
+        main_penalties=(300.0,),
+        pair_penalties=(80.0,),
+    )
+    assert all(np.isfinite(v) for v in cv.values())
+    assert g.fallback is None  # the line search stepped back: the fit itself converged
+    with torch.no_grad():
+        assert torch.isfinite(g(inputs, masks)).all()
+
+
+def test_a_loss_that_is_nan_beyond_a_step_is_stepped_back_from() -> None:
+    # NaN beyond |output| 2, like Efron's likelihood beyond 88: torch's line search read
+    # NaN as neither better nor worse and failed (IndexError, or a float overflow).
+    task, inputs, masks, target = _tied_cox(80, 20, seed=0)
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        value = task.loss(out, y)
+        return torch.where(out.detach().abs().max() > 2.0, torch.nan, value)
+
+    g, _ = fit_glm(
+        loss,
+        inputs,
+        masks,
+        target,
+        out_dim=1,
+        pairs=["a", "b", "c"],
+        rank=1,
+        seed=0,
+        main_penalties=(3.0,),
+        pair_penalties=(5.0,),
+    )
+    with torch.no_grad():
+        out = g(inputs, masks)
+    assert torch.isfinite(out).all() and float(out.abs().max()) <= 2.0
+    assert g.fallback is None
+
+
+@pytest.mark.parametrize("where", ["every fit", "the fit on every patient"])
+def test_a_fit_that_cannot_converge_falls_back_with_a_warning(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    task, inputs, masks, target = _tied_cox(80, 20, seed=0)
+    n = len(target)
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        value = task.loss(out, y)
+        broken = where == "every fit" or len(out) == n
+        return value * torch.nan if broken else value
+
+    with caplog.at_level(logging.WARNING, logger="medweave.models.interactions"):
+        g, cv = fit_glm(
+            loss,
+            inputs,
+            masks,
+            target,
+            out_dim=1,
+            pairs=["a", "b", "c"],
+            rank=1,
+            seed=0,
+            main_penalties=(3.0, 30.0),
+            pair_penalties=(5.0,),
+        )
+    assert g.fallback is not None and g.fallback.endswith("used a constant output of zero")
+    assert "the fit with main penalty 30" in g.fallback
+    assert "the intercept alone failed" in g.fallback
+    assert "fell back to a safer setting" in caplog.text
+    if where == "every fit":
+        assert cv == {"main=3": math.inf, "main=30": math.inf}
+        assert g.fallback.startswith("no main-effect penalty gave a finite")
+        assert "were left out" in caplog.text
+    else:
+        assert all(math.isfinite(v) for v in cv.values())
+    with torch.no_grad():
+        assert torch.equal(g(inputs, masks), torch.zeros(n, 1))
+    # The account travels with the GLM (bundles, the encoder store).
+    again = CrossModalGLM.from_state(g.get_config(), g.state_dict())
+    assert again.fallback == g.fallback

@@ -34,12 +34,23 @@ none). Fits are full-batch L-BFGS to convergence, so the answer does not depend 
 stopping epoch. The estimator averages the GLM's output (logit, log-risk) with its
 networks', with equal weight: a two-family ensemble, whose weights are fixed rather than
 fitted because the networks' in-sample outputs would flatter them.
+
+Numerical trouble never ends a run. A trial step of the line search where the loss or its
+gradient is not finite (the Efron partial likelihood overflows float32 beyond a log-risk of
+about 88 when times are tied; a logit of ±inf makes the logistic loss NaN) is rejected as
+infinitely bad, and the line search bisects back towards the last finite point. A candidate
+penalty whose fit still fails is left out of the cross-validation; a final fit that fails
+falls back, with a logged warning, to a safer setting — no pairs, then the strongest main
+penalty, then the intercept alone — and :attr:`CrossModalGLM.fallback` (kept in bundles)
+says what happened and what was used.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -48,6 +59,8 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 
 __all__ = ["FOLDS", "MAIN_PENALTIES", "PAIR_PENALTIES", "CrossModalGLM", "fit_glm"]
+
+log = logging.getLogger(__name__)
 
 #: Candidate penalties (per patient: the term is ``penalty / n · Σ‖w‖²``).
 MAIN_PENALTIES = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
@@ -59,7 +72,8 @@ FOLDS = 5
 class CrossModalGLM(nn.Module):
     """The GLM above: ``out_dim`` outputs, main effects over ``main`` (modality -> input
     width) and rank-``rank`` pair terms among the modalities of ``pairs`` (a
-    ``pair_penalty`` of None: no pairs)."""
+    ``pair_penalty`` of None: no pairs). ``fallback`` is None for a fit that converged with
+    the penalties cross-validation chose, else what went wrong and the safer setting used."""
 
     def __init__(
         self,
@@ -70,6 +84,7 @@ class CrossModalGLM(nn.Module):
         rank: int = 1,
         main_penalty: float = 1.0,
         pair_penalty: float | None = None,
+        fallback: str | None = None,
     ) -> None:
         super().__init__()
         if int(rank) != rank or rank < 1:
@@ -79,6 +94,7 @@ class CrossModalGLM(nn.Module):
         self.rank = int(rank)
         self.main_penalty = main_penalty
         self.pair_penalty = pair_penalty
+        self.fallback = fallback
         with_pairs = pair_penalty is not None
         self.pairs = list(itertools.combinations(self.pair_modalities, 2)) if with_pairs else []
         self.out_dim = int(out_dim)
@@ -130,6 +146,7 @@ class CrossModalGLM(nn.Module):
             "rank": self.rank,
             "main_penalty": self.main_penalty,
             "pair_penalty": self.pair_penalty,
+            "fallback": self.fallback,
         }
 
     def forward(
@@ -167,14 +184,18 @@ def fit_glm(
     rank: int,
     seed: int,
     strata: np.ndarray | None = None,
+    main_penalties: tuple[float, ...] = MAIN_PENALTIES,
+    pair_penalties: tuple[float, ...] = PAIR_PENALTIES,
 ) -> tuple[CrossModalGLM, dict[str, float]]:
     """Choose the penalties by cross-validation and fit the GLM on every patient.
 
     ``loss(out, target)`` is the task's loss of outputs (n, ``out_dim``); ``inputs`` /
     ``masks`` the vector inputs and presence of every modality with main effects; ``pairs``
     the modalities among which pairs are formed; ``strata`` the classes to stratify the
-    folds by. Returns the fitted GLM and the mean validation loss of each candidate
-    (``"main=…"``, ``"main=…,pairs=…"``).
+    folds by; ``main_penalties`` / ``pair_penalties`` the candidates. Returns the fitted GLM
+    and the mean validation loss of each candidate (``"main=…"``, ``"main=…,pairs=…"``;
+    ``inf`` for a candidate whose fit or validation loss was not finite in some fold).
+    Never raises for numerical trouble: see the module's docstring.
     """
     n = len(target)
     dims = {m: int(x.shape[1]) for m, x in inputs.items()}
@@ -199,28 +220,102 @@ def fit_glm(
     def cv_loss(main_penalty: float, pair_penalty: float | None) -> float:
         losses = []
         for tr, va in folds:
-            g = fit(tr, main_penalty, pair_penalty)
+            try:
+                g = fit(tr, main_penalty, pair_penalty)
+            except _Diverged:
+                return math.inf
             with torch.no_grad():
                 losses.append(float(loss(g(_rows(inputs, va), _rows(masks, va)), target[va])))
-        return float(np.mean(losses))
+        value = float(np.mean(losses))
+        # A NaN would make min() below depend on the candidates' order.
+        return value if math.isfinite(value) else math.inf
 
     def label(main_penalty: float, pair_penalty: float | None) -> str:
         return f"main={main_penalty:g}" + (
             "" if pair_penalty is None else f",pairs={pair_penalty:g}"
         )
 
-    cv = {label(p, None): cv_loss(p, None) for p in MAIN_PENALTIES}
-    main = min(MAIN_PENALTIES, key=lambda p: cv[label(p, None)])
+    cv = {label(p, None): cv_loss(p, None) for p in main_penalties}
+    main = min(main_penalties, key=lambda p: cv[label(p, None)])
     pair: float | None = None
-    if len(pairs) >= 2:
-        cv.update({label(main, p): cv_loss(main, p) for p in PAIR_PENALTIES})
-        pair = min((None, *PAIR_PENALTIES), key=lambda p: cv[label(main, p)])
-    every = torch.arange(n)
-    return fit(every, main, pair), cv
+    trouble = []
+    if not math.isfinite(cv[label(main, None)]):
+        # No candidate fits: the strongest penalty is the best-conditioned problem.
+        main = max(main_penalties)
+        trouble.append("no main-effect penalty gave a finite cross-validated loss")
+    elif len(pairs) >= 2:
+        cv.update({label(main, p): cv_loss(main, p) for p in pair_penalties})
+        pair = min((None, *pair_penalties), key=lambda p: cv[label(main, p)])
+    if failed := [k for k, v in cv.items() if not math.isfinite(v)]:
+        log.warning(
+            "interactions GLM: %d of %d candidate penalties did not fit with a finite loss "
+            "in every fold and were left out (%s)",
+            len(failed),
+            len(cv),
+            ", ".join(failed[:4]) + (", …" if len(failed) > 4 else ""),
+        )
+    return _final_fit(fit, torch.arange(n), main, pair, max(main_penalties), trouble), cv
+
+
+def _final_fit(
+    fit: Any,
+    rows: torch.Tensor,
+    main: float,
+    pair: float | None,
+    strongest: float,
+    trouble: list[str],
+) -> CrossModalGLM:
+    """The fit on every patient with the chosen penalties or, when it fails numerically,
+    the first safer setting that fits: no pairs, then the ``strongest`` main penalty without
+    pairs, then the intercept alone (weights at zero). Each fallback is logged as a warning
+    and recorded in the GLM's ``fallback``, with the ``trouble`` met before."""
+    chosen = f"main penalty {main:g}" + ("" if pair is None else f", pair penalty {pair:g}")
+    settings: list[tuple[float, float | None, str]] = [(main, pair, chosen)]
+    if pair is not None:
+        settings.append((main, None, f"main penalty {main:g}, no pairs"))
+    if main != strongest:
+        settings.append((strongest, None, f"main penalty {strongest:g}, no pairs"))
+    for i, (main_penalty, pair_penalty, label) in enumerate(settings):
+        try:
+            g = fit(rows, main_penalty, pair_penalty)
+        except _Diverged as e:
+            trouble.append(f"the fit with {label} failed ({e})")
+            continue
+        if i or trouble:
+            g.fallback = _fallback(trouble, f"used {label}")
+        return g
+    try:
+        g = fit(rows, strongest, None, only_bias=True)
+        used = "used the intercept alone (weights zero)"
+    except _Diverged as e:
+        trouble.append(f"the intercept alone failed ({e})")
+        g = fit(rows, strongest, None, only_bias=True, optimise=False)
+        used = "used a constant output of zero"
+    g.fallback = _fallback(trouble, used)
+    return g
+
+
+def _fallback(trouble: list[str], used: str) -> str:
+    """The fallback's account, logged as a warning."""
+    text = "; ".join([*trouble, used])
+    log.warning("interactions GLM fell back to a safer setting: %s", text)
+    return text
 
 
 def _rows(d: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
     return {m: x[rows] for m, x in d.items()}
+
+
+class _Diverged(Exception):
+    """A fit whose optimiser stopped with an error or ended where its objective or
+    parameters are not finite."""
+
+
+#: What torch's L-BFGS raises when its line search meets NaN: ``RuntimeError: value cannot
+#: be converted to type float without overflow`` (a NaN loss compares false with
+#: everything, so the line search grows the step until it overflows a float) or an
+#: ``IndexError`` from its bracket.
+_OPTIMISER_ERRORS = (RuntimeError, ArithmeticError, IndexError, ValueError)
 
 
 def _fit(
@@ -237,8 +332,12 @@ def _fit(
     pairs: list[str],
     out_dim: int,
     rank: int,
+    only_bias: bool = False,
+    optimise: bool = True,
 ) -> CrossModalGLM:
-    """One full-batch L-BFGS fit on ``rows``."""
+    """One full-batch L-BFGS fit on ``rows`` (``only_bias``: of the intercept, the weights
+    held at zero; not ``optimise``: no fit at all, every parameter zero). Raises
+    :class:`_Diverged` when the fit fails numerically."""
     torch.manual_seed(seed)
     g = CrossModalGLM(
         dims,
@@ -250,20 +349,48 @@ def _fit(
     )
     x, k, y = _rows(inputs, rows), _rows(masks, rows), target[rows]
     g.standardise(x, k)
+    params = [g.bias] if only_bias else list(g.parameters())
+    if only_bias:
+        with torch.no_grad():
+            for w in [*g.weights, *g.left, *g.right]:
+                w.zero_()
+    if not optimise:
+        g.requires_grad_(requires_grad=False)
+        return g.eval()
     opt = torch.optim.LBFGS(
-        list(g.parameters()),
+        params,
         max_iter=300,
         line_search_fn="strong_wolfe",
         tolerance_grad=1e-6,
         tolerance_change=1e-9,
     )
 
+    def objective() -> torch.Tensor:
+        return loss(g(x, k), y) + g.loss_penalty(len(rows))
+
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        value = loss(g(x, k), y) + g.loss_penalty(len(rows))
+        value = objective()
         value.backward()
-        return value
+        if math.isfinite(float(value.detach())) and all(
+            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params
+        ):
+            return value
+        # A non-finite trial step is rejected as infinitely bad; NaN slopes make the
+        # strong-Wolfe line search bisect its bracket towards the last finite point rather
+        # than interpolate with an infinite value (whose cubic step would be NaN).
+        for p in params:
+            if p.grad is not None:
+                p.grad.fill_(math.nan)
+        return torch.tensor(math.inf)
 
-    opt.step(closure)
+    try:
+        opt.step(closure)
+    except _OPTIMISER_ERRORS as e:
+        raise _Diverged(f"L-BFGS stopped: {e}") from e
+    with torch.no_grad():
+        final = float(objective())
+    if not math.isfinite(final) or not all(bool(torch.isfinite(p).all()) for p in params):
+        raise _Diverged(f"the objective is {final} at the end of L-BFGS")
     g.requires_grad_(requires_grad=False)
     return g.eval()
