@@ -18,6 +18,7 @@ from medweave.evaluate import (
     breslow_survival,
     classification_metrics,
     default_horizons,
+    default_tau,
     metric_table,
     paired_bootstrap,
     paired_table,
@@ -87,7 +88,9 @@ def test_weighted_survival_resamples_equal_metrics_on_resampled_patients() -> No
     d["risk"] = np.round(d["risk"], 1)
     times = default_horizons(d["time"], d["event"])
     d["surv"] = breslow_survival(d["time"], d["event"], d["risk"], d["risk"], times)
-    context = {"times": times, "train_time": d["time"], "train_event": d["event"]}
+    # The horizons and the truncation time are fixed: those of every patient.
+    tau = default_tau(d["time"])
+    context = {"times": times, "train_time": d["time"], "train_event": d["event"], "tau": tau}
     harrell = bootstrap_ci("c_harrell", d, n_boot=40, seed=2, context=context)
     ref = bootstrap_ci(
         lambda time, event, risk, surv: concordance_index(time, -risk, event),

@@ -25,6 +25,7 @@ from medweave.evaluate import (
     calibration_points,
     classification_metrics,
     default_horizons,
+    default_tau,
     pr_points,
     roc_points,
     survival_metrics,
@@ -201,7 +202,8 @@ def test_uno_equals_harrell_without_censoring() -> None:
     time = np.ceil(rng.exponential(300 * np.exp(-x)))
     event = np.ones(400, dtype=bool)
     risk = np.round(x + rng.normal(size=400), 1)
-    m = survival_metrics(time, event, risk, train_time=time, train_event=event)
+    # Untruncated (tau=inf): every weight is 1.
+    m = survival_metrics(time, event, risk, train_time=time, train_event=event, tau=np.inf)
     ref = concordance_index(time, -risk, event)
     assert m["c_harrell"] == pytest.approx(ref, abs=1e-12)
     assert m["c_uno"] == pytest.approx(ref, abs=1e-12)
@@ -247,6 +249,7 @@ def test_uno_td_auc_and_ibs_match_torchsurv() -> None:
         times=times,
         train_time=train["time"],
         train_event=train["event"],
+        tau=np.inf,  # torchsurv does not truncate
     )
     w = torch.tensor(ipcw_left(train, test["time"]))
     g_t = _censoring_survival(train["time"], train["event"], times, left=False)
@@ -356,3 +359,51 @@ def test_survival_inputs_are_validated() -> None:
         survival_metrics(-d["time"], d["event"], d["risk"])
     with pytest.raises(InputError, match="both train_time and train_event"):
         survival_metrics(d["time"], d["event"], d["risk"], train_time=d["time"])
+
+
+def _late_censoring(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """300 patients whose study ends after 1,000-1,400 days, five of them followed for ten
+    years; two of those die late (days 2,000 and 2,500), and the model ranked them lowest.
+    The censoring survival is ~0.03 by then, so each such pair weighs ~1,000 early ones."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=300)
+    risk = x + rng.normal(0, 0.5, 300)
+    t_event = np.ceil(rng.exponential(3000 * np.exp(-x)))
+    follow = np.ceil(rng.uniform(1000, 1400, 300))
+    follow[:5] = 3650
+    event = t_event <= follow
+    time = np.minimum(t_event, follow)
+    time[:2], event[:2], risk[:2] = (2000, 2500), True, risk.min() - 1
+    time[2:5], event[2:5] = 3650, False
+    return time, event, risk
+
+
+def test_uno_is_truncated_at_a_high_quantile_of_follow_up_by_default() -> None:
+    time, event, risk = _late_censoring(0)
+    untruncated = survival_metrics(time, event, risk, tau=np.inf)
+    harrell = untruncated["c_harrell"]
+    assert harrell is not None and harrell > 0.7
+    # Two late pairs carry most of the weight: Uno's C without truncation is degenerate.
+    assert untruncated["c_uno"] is not None and untruncated["c_uno"] < harrell - 0.1
+    tau = default_tau(time)
+    assert tau == np.quantile(time, 0.8)
+    m = survival_metrics(time, event, risk)
+    assert m["c_uno"] == pytest.approx(harrell, abs=0.02)
+    assert m == survival_metrics(time, event, risk, tau=tau)
+    with pytest.raises(InputError, match="tau must be a time > 0"):
+        survival_metrics(time, event, risk, tau=0.0)
+
+
+def test_default_horizons_stay_within_the_truncation_time() -> None:
+    # Three patients in five censored within 200 days, deaths spread over 1,000: the
+    # event-time quantiles pass the 80th percentile of follow-up, where few are followed.
+    rng = np.random.default_rng(0)
+    t_event = rng.uniform(10, 1000, 1000)
+    censor = np.where(rng.random(1000) < 0.6, rng.uniform(10, 200, 1000), 1000)
+    event = t_event <= censor
+    time = np.minimum(t_event, censor).round()
+    tau = default_tau(time)
+    assert np.quantile(time[event], 0.8) > tau
+    horizons = default_horizons(time, event)
+    assert len(horizons) == 3 and (horizons <= tau).all()
+    assert horizons[0] == np.quantile(time[event], 0.1)

@@ -62,8 +62,9 @@ def bootstrap_ci(
     ``arrays`` hold one row per patient and are resampled together (binary: ``y``, ``p``;
     survival: ``time``, ``event``, ``risk`` and optionally ``surv``); ``context`` holds
     fixed values passed unchanged (survival: ``times``, ``train_time``, ``train_event``,
-    ``tau``). Resamples where the metric is undefined (one class, no comparable pair) are
-    skipped; with fewer than half valid the bounds are None.
+    ``tau``; the default horizons and truncation time are those of all the patients, the
+    same for every resample). Resamples where the metric is undefined (one class, no
+    comparable pair) are skipped; with fewer than half valid the bounds are None.
     """
     kernel, name = _kernel(metric, arrays, context)
     estimate = kernel(np.ones((1, kernel.n)), [name])[name][0]
