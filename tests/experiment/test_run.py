@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from medweave.cli import main
@@ -142,6 +143,8 @@ def test_survival_study_end_to_end(study_root: Path) -> None:
     res = run.results
     validate_results(json.loads((run.out / "results.json").read_text()))
     assert res["task"] == "survival"
+    follow_up = run_cohort_times(study_root)
+    assert res["cohort"]["tau"] == pytest.approx(np.quantile(follow_up, 0.8))
     names = [m["name"] for m in res["models"]]
     assert names == ["single:ehr", "single:environment", "fusion:late", "coxph"]
     for m in res["models"]:
@@ -202,7 +205,6 @@ def test_log_scaled_expression_trains_instead_of_ending_the_run(study_root: Path
     """Log2 expression (negative values) is detected as such at the build and the models
     skip log1p, where the run used to stop with exit code 1."""
     import anndata as ad
-    import numpy as np
     import yaml
 
     cohort = study_root / "cohort"
@@ -296,3 +298,11 @@ def test_comparison_table_fits_80_columns_and_names_every_model(
     assert "all 3" in rows["fusion:concat"]  # the study's every modality, not a long list
     assert "ceiling (observed)" in rows
     assert "vs best: difference from the best single modality" in out
+
+
+def run_cohort_times(study_root: Path) -> np.ndarray:
+    """The synthetic cohort's follow-up times (days), as the study reads them."""
+    import pandas as pd
+
+    index = pd.read_parquet(study_root / "cohort" / "index.parquet")
+    return index["time"].to_numpy(dtype=float)

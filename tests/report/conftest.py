@@ -227,6 +227,7 @@ def _common(task: str, n_events: int) -> dict[str, Any]:
         "cohort": {
             "n_patients": N,
             "n_events": n_events,
+            "tau": 1_461.0 if task == "survival" else None,
             "flow": {
                 "input_patients": 874,
                 "excluded": {

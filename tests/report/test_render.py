@@ -298,6 +298,11 @@ def test_cohort_flow_lists_each_source_s_exclusions(pages: dict[str, str]) -> No
     assert "<td>index</td>" in table and table.count("<tr>") == 6
 
 
+def test_survival_page_states_the_truncation_time(pages: dict[str, str]) -> None:
+    assert "count events up to day 1461 (the 80th percentile of follow-up" in pages["survival"]
+    assert "count events up to day" not in pages["binary"]
+
+
 def test_results_without_source_audits_render(
     binary_results: dict[str, Any], tmp_path: Path, no_plots: None
 ) -> None:

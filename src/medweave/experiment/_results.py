@@ -20,6 +20,7 @@ from medweave.evaluate import (
     calibration_points,
     classification_metrics,
     default_horizons,
+    default_tau,
     metric_table,
     paired_bootstrap,
     pr_points,
@@ -55,6 +56,8 @@ class Outcomes:
             if task == "survival" and self.time is not None and self.event is not None
             else None
         )
+        #: Truncation time of Uno's C and the time-dependent metrics, one for the study.
+        self.tau = default_tau(self.time) if task == "survival" and self.time is not None else None
 
     def arrays(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         sel = slice(None) if rows is None else rows
@@ -73,6 +76,7 @@ class Outcomes:
             "train_time": self.time[sel],
             "train_event": self.event[sel],
             "times": self.horizons,
+            "tau": self.tau,
         }
 
     def prediction(self, pred: np.ndarray, surv: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -142,6 +146,7 @@ def fold_metrics(out: Outcomes, f: dict[str, np.ndarray]) -> dict[str, float | N
         times=out.horizons,
         train_time=out.time[tr],
         train_event=out.event[tr],
+        tau=out.tau,
     )
 
 
@@ -226,6 +231,7 @@ def cohort_summary(cohort: Cohort, out: Outcomes) -> dict[str, Any]:
     return {
         "n_patients": cohort.n,
         "n_events": n_events or 0,
+        "tau": out.tau,
         "flow": flow,
         "sources": {k: v.to_dict() for k, v in cohort.audit.sources.items()},
         "missingness": {
