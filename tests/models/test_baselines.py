@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +23,8 @@ from medweave.models.baselines import (
     LightGBMBaseline,
     cohort_features,
 )
+
+from ._fresh import assert_reloads_in_fresh_process
 
 N_GENES = 40
 
@@ -339,27 +338,6 @@ def test_coxph_bundle_reloads_with_identical_predictions(
 
 
 # --- elastic net ---------------------------------------------------------------------------
-
-
-def assert_reloads_in_fresh_process(est: Any, cohort: Cohort, tmp_path: Path) -> None:
-    """Save ``est`` and ``cohort``; a new interpreter loads both with the estimator's class
-    and must reproduce ``est.predict_output(cohort)`` bit for bit."""
-    est.save(tmp_path / "bundle")
-    cohort.save(tmp_path / "cohort")
-    np.savez(tmp_path / "expected.npz", **est.predict_output(cohort))
-    cls = type(est).__name__
-    code = (
-        "import numpy as np, sys\n"
-        "from medweave.cohort import Cohort\n"
-        f"from medweave.models.baselines import {cls}\n"
-        f"est = {cls}.load({str(tmp_path / 'bundle')!r})\n"
-        f"got = est.predict_output(Cohort.load({str(tmp_path / 'cohort')!r}))\n"
-        f"exp = np.load({str(tmp_path / 'expected.npz')!r}, allow_pickle=True)\n"
-        "same = set(got) == set(exp.files) and all(np.array_equal(got[k], exp[k]) for k in got)\n"
-        "sys.exit(0 if same else 3)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def noise(cohort: Cohort, seed: int) -> Cohort:
