@@ -369,6 +369,17 @@ CASES: list[BrokenInput] = [
         audited=True,
     ),
     BrokenInput(
+        "nifti: a 2-D image among 3-D volumes",
+        "nifti",
+        _manifest(
+            "nifti",
+            [("P1", "slice.nii.gz", _OK)],
+            {"slice.nii.gz": _nifti_of(np.random.default_rng(3).normal(size=(4, 4)))},
+        ),
+        names=("slice.nii.gz", "2-D"),
+        skip_reason="other_dimensions",
+    ),
+    BrokenInput(
         "nifti: zero-size file",
         "nifti",
         _manifest("nifti", [("P1", "empty.nii", _OK)], {"empty.nii": _text("")}),
