@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -52,7 +53,7 @@ def fhir_files(path: Path) -> list[Path]:
     return files
 
 
-class FileReader:
+class FileReader(ABC):
     """Reads FHIR files resource by resource; subclasses parse the resources."""
 
     def __init__(self) -> None:
@@ -61,14 +62,14 @@ class FileReader:
 
     # -- what subclasses provide ------------------------------------------------------
 
+    @abstractmethod
     def add(self, res: dict[str, Any], fi: int, pos: int | str, *, url: str | None = None) -> None:
         """Parse one resource of file ``fi`` at ``pos``; ``url``: its entry's fullUrl."""
-        raise NotImplementedError
 
+    @abstractmethod
     def report(self, where: str, text: str, *, field: str, reason: str, what: str) -> None:
         """A problem at ``where``: raise (``text`` is the message's start) or count it
         under ``reason``; ``field`` names the value check, ``what`` the things skipped."""
-        raise NotImplementedError
 
     # -- files ------------------------------------------------------------------------
 
