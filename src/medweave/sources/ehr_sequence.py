@@ -40,11 +40,9 @@ from medweave.sources.ehr_sql import (
     SqlEngine,
     _events_joined,
     audit_records,
-    check_values,
+    checked_records,
     person_rows,
     presence,
-    record_status,
-    register_index,
     window_sql,
 )
 
@@ -88,20 +86,16 @@ def ehr_sequences(
     person row or a record in the window.
     """
     doms = domain_list(domains)
-    idx = register_index(engine, index, source=source, lookback_days=lookback_days)
-    ids = np.asarray([str(v) for v in idx.column("patient_id").to_pylist()], dtype=object)
-    counts = record_status(
-        engine, domains=doms, lookback_days=lookback_days, source=source, on_error=on_error
-    )
-    check_values(
+    patient_ids, counts = checked_records(
         engine,
-        ids=ids.tolist(),
+        index=index,
         domains=doms,
         lookback_days=lookback_days,
         source=source,
         on_error=on_error,
         audit=audit,
     )
+    ids = np.asarray(patient_ids, dtype=object)
     joined, has_person = _events_joined(engine)
     rows = engine.execute(
         sequence_sql(

@@ -347,6 +347,37 @@ WHERE rn = 1"""
     CHECKS.report(violations, source=source, on_error=on_error, audit=audit, counts=counts)
 
 
+def checked_records(
+    engine: SqlEngine,
+    *,
+    index: pd.DataFrame,
+    domains: Sequence[str],
+    lookback_days: int,
+    source: str,
+    on_error: Literal["raise", "skip"],
+    audit: Audit,
+) -> tuple[list[str], pd.DataFrame]:
+    """Where both forms of the EHR start: the cohort registered as ``mw_index``, what
+    happens to each record counted (:func:`record_status`) and the values the window would
+    use checked (:func:`check_values`). Returns the patient ids (the index's order) and
+    the record counts."""
+    idx = register_index(engine, index, source=source, lookback_days=lookback_days)
+    ids = [str(v) for v in idx.column("patient_id").to_pylist()]
+    counts = record_status(
+        engine, domains=domains, lookback_days=lookback_days, source=source, on_error=on_error
+    )
+    check_values(
+        engine,
+        ids=ids,
+        domains=domains,
+        lookback_days=lookback_days,
+        source=source,
+        on_error=on_error,
+        audit=audit,
+    )
+    return ids, counts
+
+
 def check_demographics(
     engine: SqlEngine,
     *,
@@ -523,23 +554,17 @@ def ehr_features(
     doms = domain_list(domains)
     if int(min_patients) < 1:
         raise InputError(f"source {source!r}: min_patients is {min_patients}, expected >= 1")
-    idx = register_index(engine, index, source=source, lookback_days=lookback_days)
-    ids = [str(v) for v in idx.column("patient_id").to_pylist()]
-    joined, has_person = _events_joined(engine)
-
     # 1. What happens to each record, per domain; the values checked.
-    counts = record_status(
-        engine, domains=doms, lookback_days=lookback_days, source=source, on_error=on_error
-    )
-    check_values(
+    ids, counts = checked_records(
         engine,
-        ids=ids,
+        index=index,
         domains=doms,
         lookback_days=lookback_days,
         source=source,
         on_error=on_error,
         audit=audit,
     )
+    joined, has_person = _events_joined(engine)
 
     # 2. The aggregates, pushed down.
     result = engine.execute(
