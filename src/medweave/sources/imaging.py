@@ -78,7 +78,7 @@ from medweave.sources._imload import (
     nifti_info,
     picture_info,
 )
-from medweave.sources._io import data_row, date_problems, read_frame, require_columns
+from medweave.sources._io import data_row, read_frame, require_columns
 from medweave.sources._studies import Candidate, Reading, ValueProblem, ValueSummary
 
 __all__ = [
@@ -306,17 +306,8 @@ def read_dicom_source(spec: SourceSpec, ctx: ReadContext) -> ModalityBlock:
 # --- NIfTI and PNG/JPEG through a manifest -------------------------------------------------
 
 
-def _manifest_dates(values: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """ISO dates (YYYY-MM-DD, a time part ignored, or YYYYMMDD) as datetime64[D], NaT
-    where empty or bad, and per value what is wrong with it (``""`` if nothing)."""
-    dates, problem = date_problems(values)
-    days = dates.to_numpy().astype("datetime64[D]")
-    problems = [str(p) for p in problem]
-    for i, p in enumerate(problems):
-        if p and p.startswith("is not a date"):  # the detailed words for this one value
-            _, own = date_problems(values.iloc[i : i + 1])
-            problems[i] = str(own.iloc[0])
-    return days, problems
+#: A manifest's dates: ISO 8601 (a time part ignored, or YYYYMMDD); an empty one is said apart.
+_MANIFEST_DATE = Rule("date", "an ISO date (YYYY-MM-DD)", date=True)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -347,7 +338,8 @@ def _read_manifest(
     base = root if root.is_dir() else root.parent
     run = Reading(spec, ctx, checks=checks)
     ctx.audit.read(spec.name, len(frame))
-    dates, date_errors = _manifest_dates(frame["date"])
+    parsed, date_errors = _MANIFEST_DATE.problems(frame["date"])
+    dates = parsed.astype("datetime64[D]")
     unknown: set[str] = set()
     candidates = []
     for i, (pid_raw, file_raw, date_raw, when, date_error) in enumerate(
@@ -366,7 +358,8 @@ def _read_manifest(
             run.problem(
                 FileProblem(
                     manifest,
-                    f"{where} date {str(date_raw).strip()!r} {date_error}",
+                    f"{where} date {str(date_raw).strip()!r} "
+                    f"{_MANIFEST_DATE.describe(date_error, date_raw)}",
                     reason="bad_date",
                 ),
                 1,
