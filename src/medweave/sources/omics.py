@@ -352,10 +352,7 @@ class _Found:
     violations: list[tuple[tuple[int, int], Violation, str]]
 
     def add(self, key: tuple[int, int], violation: Violation) -> None:
-        reason = violation.rule.audit_reason(violation.problem)
-        if violation.rule is _DATE and violation.problem != "missing":
-            reason = "collection_date:not_a_date"  # the problem is the words that explain it
-        self.violations.append((key, violation, reason))
+        self.violations.append((key, violation, violation.rule.audit_reason(violation.problem)))
 
     def patients(self, matrices: list[_Matrix]) -> set[str]:
         """The patients of the samples that broke a check."""
