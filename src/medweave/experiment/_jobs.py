@@ -69,7 +69,7 @@ def plan_models(
                 for combo in itertools.combinations(modalities, r):
                     out.append(ModelSpec(f"subset:{'+'.join(combo)}", "subset", combo, fusion))
     tabular = tuple(m for m in modalities if kinds[m] in TABULAR_KINDS)
-    for base in spec.baselines:
+    for base in spec.baselines or ():
         out.append(ModelSpec(base, base, tabular))
     return out
 

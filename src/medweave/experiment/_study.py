@@ -12,6 +12,8 @@ YAML keys are constructor arguments; errors name the file and the key::
       fusions: [early, late, concat, attention, gated, tensor]
       subsets: false             # every subset of two or more modalities (first fusion)
       baselines: [lightgbm]      # binary: lightgbm, elasticnet; survival: coxph, coxnet
+                                 # (default: every peer of the task)
+      stack: true                # a super learner of every model's out-of-fold predictions
     estimator: {max_epochs: 80}  # MultimodalEstimator arguments shared by every model,
                                  # e.g. impute: true, gene_sets: h.all.gmt (beside this file)
     validation: {folds: 5, seed: 0}          # or {split_column: site}
@@ -46,10 +48,12 @@ class ModelsSpec(_Strict):
     singles: bool = True
     fusions: list[str] = Field(default_factory=lambda: list(FUSION_DEFAULT))
     subsets: bool = False
-    #: binary: ``lightgbm``, ``elasticnet``; survival: ``coxph``, ``coxnet``
-    baselines: list[Literal["lightgbm", "elasticnet", "coxph", "coxnet"]] = Field(
-        default_factory=list
-    )
+    #: binary: ``lightgbm``, ``elasticnet``; survival: ``coxph``, ``coxnet``. Not given:
+    #: every classical peer of the task (a reviewer asks for them, and the stack uses them).
+    baselines: list[Literal["lightgbm", "elasticnet", "coxph", "coxnet"]] | None = None
+    #: A super learner over every other model's out-of-fold predictions
+    #: (``experiment/_stack.py``), reported as a model of its own.
+    stack: bool = True
 
 
 class Validation(_Strict):
@@ -108,16 +112,21 @@ class StudyConfig(_Strict):
                 )
         if self.task == "binary" and "survival_head" in self.model_fields_set:
             raise ValueError("survival_head: applies to task: survival only; remove it")
-        wrong = SURVIVAL_BASELINES if self.task == "binary" else BINARY_BASELINES
-        for name in self.models.baselines:
-            if name in wrong:
-                other = "survival" if self.task == "binary" else "binary"
-                fits = BINARY_BASELINES if self.task == "binary" else SURVIVAL_BASELINES
+        fits = BINARY_BASELINES if self.task == "binary" else SURVIVAL_BASELINES
+        baselines = self.models.baselines
+        if baselines is None:
+            # frozen model: the filled-in default is a copy of the models section
+            baselines = list(fits)
+            models = self.models.model_copy(update={"baselines": baselines})
+            object.__setattr__(self, "models", models)
+        for name in baselines:
+            if name not in fits:
+                other = "binary" if self.task == "survival" else "survival"
                 raise ValueError(
                     f"models.baselines: {name} is a {other} baseline; for task: {self.task} "
                     f"use {' or '.join(fits)}"
                 )
-        if len(set(self.models.baselines)) != len(self.models.baselines):
+        if len(set(baselines)) != len(baselines):
             raise ValueError("models.baselines: a baseline is listed twice")
         return self
 
