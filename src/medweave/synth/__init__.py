@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from medweave.synth._generate import MECHANISMS, SynthSummary, synthesize
+from medweave.synth._scenario import SHAPES, Scenario
 
-__all__ = ["MECHANISMS", "SynthSummary", "synthesize"]
+__all__ = ["MECHANISMS", "SHAPES", "Scenario", "SynthSummary", "synthesize"]

@@ -17,8 +17,9 @@ from medweave._atomic import atomic_dir, check_output_dir
 from medweave.errors import InputError
 from medweave.synth import _model, environment, imaging, omics, omop
 from medweave.synth._ceiling import ceilings, measured_posteriors
+from medweave.synth._scenario import DEFAULT_SCENARIO, Scenario
 
-__all__ = ["MECHANISMS", "SynthSummary", "synthesize"]
+__all__ = ["MECHANISMS", "Scenario", "SynthSummary", "synthesize"]
 
 MECHANISMS = ("mcar", "mar", "mnar")
 MIN_PATIENTS = 20
@@ -54,7 +55,20 @@ sources:
     windows_days: [30, 365]
     thresholds: {{pm25: 12.0, temperature: 30.0}}
 """
-_STREAMS = ("demo", "env", "latent", "lesion", "outcome", "missing", "ehr", "omics", "dates", "mc")
+# Streams are spawned in this order; a new one goes last, so the others keep their numbers.
+_STREAMS = (
+    "demo",
+    "env",
+    "latent",
+    "lesion",
+    "outcome",
+    "missing",
+    "ehr",
+    "omics",
+    "dates",
+    "mc",
+    "noise",
+)
 
 
 @dataclass
@@ -74,6 +88,7 @@ class SynthSummary:
     ceiling: dict[str, dict[str, float]]
     files: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    scenario: dict[str, Any] = field(default_factory=DEFAULT_SCENARIO.to_dict)
 
 
 def validate(n_patients: int, missing: float, mechanism: str) -> None:
@@ -104,14 +119,20 @@ def synthesize(
     mechanism: str = "mnar",
     overwrite: bool = False,
     workers: int | None = None,
+    scenario: Scenario | None = None,
 ) -> SynthSummary:
     """Write a synthetic multimodal cohort with known ground truth to the folder ``out``.
 
     The folder is built under a temporary name beside ``out`` and renamed at the end, so
     an interrupted run leaves nothing half-written. ``workers`` processes write the DICOM
-    files (default: the number of CPU cores).
+    files (default: the number of CPU cores). ``scenario`` sets the generator's knobs
+    (signal shape and strength per modality, the interaction, gene and noise-lab counts,
+    the baseline hazard); none: the default cohort, unchanged.
     """
     validate(n_patients, missing, mechanism)
+    scenario = scenario or DEFAULT_SCENARIO
+    if not isinstance(scenario, Scenario):
+        raise InputError(f"scenario: expected a medweave.synth.Scenario, got {type(scenario)}")
     out = Path(out)
     check_output_dir(out, overwrite=overwrite)
     workers = workers or os.cpu_count() or 1
@@ -148,9 +169,13 @@ def synthesize(
         "env": environment.exposure_signal(pm25_mean),
         **_model.sample_omics_latents(rng["latent"], n),
     }
-    eta = _model.linear_predictor(latents)
+    eta = _model.linear_predictor(latents, scenario)
     outcomes = _model.sample_outcomes(
-        rng["outcome"], eta, index, max_followup=(DATA_CUTOFF - index).astype(int)
+        rng["outcome"],
+        eta,
+        index,
+        max_followup=(DATA_CUTOFF - index).astype(int),
+        hazard_scale=scenario.hazard_scale,
     )
     locations = environment.make_locations(rng["env"], n_locations)
     ehr = omop.simulate_ehr(
@@ -160,6 +185,8 @@ def synthesize(
         s_ehr=latents["s_ehr"],
         eta=eta,
         outcomes=outcomes,
+        noise_labs=scenario.noise_labs,
+        noise_rng=rng["noise"],
     )
     visits = ehr.tables["visit_occurrence"]
     inpatient_before = (
@@ -208,7 +235,9 @@ def synthesize(
         )
         clock.lap("imaging")
         om_rows = np.flatnonzero(present["omics"])
-        x, var, members, batch = omics.simulate_expression(rng["omics"], latents, om_rows)
+        x, var, members, batch = omics.simulate_expression(
+            rng["omics"], latents, om_rows, n_genes=scenario.n_genes
+        )
         (tmp / "omics").mkdir()
         omics.write_h5ad(
             tmp / "omics" / "expression.h5ad",
@@ -241,7 +270,14 @@ def synthesize(
         # The ceilings need the written data: what the data reveal of each latent is
         # measured the way a user would read it.
         scores = _scores(
-            rng["mc"], tmp, demo=demo, latents=latents, eta=eta, present=present, seed=seed
+            rng["mc"],
+            tmp,
+            demo=demo,
+            latents=latents,
+            eta=eta,
+            present=present,
+            seed=seed,
+            scenario=scenario,
         )
         ceiling = ceilings(
             outcome=outcomes["outcome"].to_numpy(),
@@ -255,7 +291,7 @@ def synthesize(
         truth = _truth_table(demo, latents, lesions, pm25_mean, scores, present)
         (tmp / "truth").mkdir()
         truth.to_parquet(tmp / "truth" / "patients.parquet", index=False)
-        _write_json(tmp / "truth" / "signal.json", _signal_description(members))
+        _write_json(tmp / "truth" / "signal.json", _signal_description(members, scenario))
         _write_json(tmp / "truth" / "ceiling.json", ceiling)
         summary = SynthSummary(
             out=out,
@@ -269,6 +305,7 @@ def synthesize(
             present={"ehr": n, **{m: int(v.sum()) for m, v in present.items()}},
             rows={**ehr.row_counts(), "dicom_files": len(dicoms), "exposure_rows": n_exposure_rows},
             ceiling={k: ceiling[k] for k in ("oracle", "observed_latents", "observed")},
+            scenario=scenario.to_dict(),
         )
         summary.files = sorted(
             str(p.relative_to(tmp))
@@ -303,17 +340,18 @@ def _scores(
     eta: np.ndarray,
     present: dict[str, np.ndarray],
     seed: int,
+    scenario: Scenario,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(event probability, risk score) per patient: the truth, and the true model averaged
     over what is unknown given the latents of the modalities present (``observed_latents``)
     or given the data written to ``folder`` (``observed``)."""
-    latents_only = _model.observed_expectation(rng, latents, present)
+    latents_only = _model.observed_expectation(rng, latents, present, scenario=scenario)
     posteriors = measured_posteriors(
         folder, patient_ids=demo["patient_id"].tolist(), latents=latents, seed=seed
     )
-    observed = _model.measured_expectation(rng, latents, present, posteriors)
+    observed = _model.measured_expectation(rng, latents, present, posteriors, scenario=scenario)
     return {
-        "true": (_model.event_probability(eta), eta),
+        "true": (_model.event_probability(eta, hazard_scale=scenario.hazard_scale), eta),
         "observed": observed,
         "observed_latents": latents_only,
     }
@@ -352,8 +390,22 @@ def _truth_table(
     return table
 
 
-def _signal_description(members: dict[str, list[str]]) -> dict[str, Any]:
+def _signal_description(members: dict[str, list[str]], scenario: Scenario) -> dict[str, Any]:
     return {
+        "scenario": {
+            **scenario.to_dict(),
+            "definitions": {
+                "shapes": "applied to the modality's latents in risk_true (ehr: s_ehr; imaging: "
+                "img; omics: m_prolif, m_inflam; environment: env): linear x, threshold "
+                "(x > 0.5 - 0.3085) / 0.4619, u (x^2 - 1) / sqrt(2) (each mean 0, variance 1 "
+                "for a standard normal x)",
+                "strength": "multiplies every coefficient of the modality; the interaction's "
+                "by the product of the environment and omics strengths",
+                "interaction": "env_x_m_inflam on or off",
+                "hazard_scale": "multiplies the Weibull baseline hazard",
+                "noise_labs": "EHR measurements with no signal (concept ids above 2e9)",
+            },
+        },
         "outcome": {
             "binary": f"death within {_model.HORIZON_DAYS} days of the index date",
             "survival": "days from the index date to death (event) or end of follow-up",
@@ -403,6 +455,7 @@ def _manifest(summary: SynthSummary) -> dict[str, Any]:
         "n_patients": summary.n_patients,
         "missing": summary.missing,
         "mechanism": summary.mechanism,
+        "scenario": summary.scenario,
         "horizon_days": _model.HORIZON_DAYS,
         "present": summary.present,
         "rows": summary.rows,

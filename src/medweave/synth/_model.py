@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from medweave.synth._scenario import DEFAULT_SCENARIO, SHAPE_LATENTS, Scenario, shaped
+
 __all__ = [
     "COEFFICIENTS",
     "HORIZON_DAYS",
@@ -80,24 +82,51 @@ INDEX_START = np.datetime64("2016-01-01")
 INDEX_END = np.datetime64("2021-12-31")
 
 
-def linear_predictor(latents: dict[str, np.ndarray]) -> np.ndarray:
-    """The true log hazard ratio from the latent signals (arrays broadcast together)."""
+def linear_predictor(
+    latents: dict[str, np.ndarray], scenario: Scenario = DEFAULT_SCENARIO
+) -> np.ndarray:
+    """The true log hazard ratio from the latent signals (arrays broadcast together).
+
+    ``scenario`` shapes and scales each modality's terms (:class:`Scenario`); the default
+    is today's model, computed with the very same operations (bit for bit).
+    """
     c = COEFFICIENTS
-    return (
-        c["age_z"] * latents["age_z"]
-        + c["male"] * latents["male"]
-        + c["s_ehr"] * latents["s_ehr"]
-        + c["img"] * latents["img"]
-        + c["m_prolif"] * latents["m_prolif"]
-        + c["m_inflam"] * latents["m_inflam"]
-        + c["env"] * latents["env"]
-        + c["env_x_m_inflam"] * latents["env"] * latents["m_inflam"]
-    )
+    if scenario.is_default:
+        return (
+            c["age_z"] * latents["age_z"]
+            + c["male"] * latents["male"]
+            + c["s_ehr"] * latents["s_ehr"]
+            + c["img"] * latents["img"]
+            + c["m_prolif"] * latents["m_prolif"]
+            + c["m_inflam"] * latents["m_inflam"]
+            + c["env"] * latents["env"]
+            + c["env_x_m_inflam"] * latents["env"] * latents["m_inflam"]
+        )
+    terms = [t for t, ms in TERM_MODALITIES.items() if len(ms) == 1]
+    eta: np.ndarray = np.zeros(np.broadcast(*(latents[t] for t in terms)).shape)
+    for term, (modality, *others) in TERM_MODALITIES.items():
+        if others:  # the interaction: raw latents, both modalities' strengths
+            if not scenario.interaction:
+                continue
+            weight = c[term] * scenario.weight(modality) * scenario.weight(others[0])
+            eta = eta + weight * latents["env"] * latents["m_inflam"]
+            continue
+        weight = c[term] * scenario.weight(modality)
+        x = latents[term]
+        if term in SHAPE_LATENTS[modality]:
+            x = shaped(x, scenario.shape(modality))
+        eta = eta + weight * x
+    return eta
 
 
-def event_probability(eta: np.ndarray, horizon_days: float = HORIZON_DAYS) -> np.ndarray:
-    """P(death within ``horizon_days``) under the Weibull proportional-hazards model."""
+def event_probability(
+    eta: np.ndarray, horizon_days: float = HORIZON_DAYS, *, hazard_scale: float = 1.0
+) -> np.ndarray:
+    """P(death within ``horizon_days``) under the Weibull proportional-hazards model, its
+    baseline hazard multiplied by ``hazard_scale``."""
     h0 = (horizon_days / WEIBULL_SCALE_DAYS) ** WEIBULL_SHAPE
+    if hazard_scale != 1.0:
+        h0 = h0 * hazard_scale
     return -np.expm1(-h0 * np.exp(eta))
 
 
@@ -143,17 +172,24 @@ def sample_omics_latents(rng: np.random.Generator, n: int) -> dict[str, np.ndarr
 
 
 def sample_outcomes(
-    rng: np.random.Generator, eta: np.ndarray, index_date: np.ndarray, *, max_followup: np.ndarray
+    rng: np.random.Generator,
+    eta: np.ndarray,
+    index_date: np.ndarray,
+    *,
+    max_followup: np.ndarray,
+    hazard_scale: float = 1.0,
 ) -> pd.DataFrame:
     """Weibull time to death, follow-up of at least the horizon, and the binary outcome.
 
     Follow-up ends at the horizon plus a uniform extra, or at ``max_followup`` days (the
     data cut-off), whichever is first; it always covers the horizon, so the binary outcome
-    is known for everyone while survival times are censored.
+    is known for everyone while survival times are censored. ``hazard_scale`` multiplies
+    the baseline hazard (more or fewer deaths, same relative risks).
     """
     n = len(eta)
     u = rng.random(n)
-    t_death = WEIBULL_SCALE_DAYS * (-np.log(u) / np.exp(eta)) ** (1.0 / WEIBULL_SHAPE)
+    hazard = np.exp(eta) if hazard_scale == 1.0 else hazard_scale * np.exp(eta)
+    t_death = WEIBULL_SCALE_DAYS * (-np.log(u) / hazard) ** (1.0 / WEIBULL_SHAPE)
     t_death = np.maximum(np.ceil(t_death), 1.0)
     followup = HORIZON_DAYS + np.floor(rng.random(n) * FOLLOWUP_EXTRA_DAYS)
     followup = np.minimum(followup, max_followup)
@@ -215,6 +251,7 @@ def observed_expectation(
     present: dict[str, np.ndarray],
     *,
     n_draws: int = 256,
+    scenario: Scenario = DEFAULT_SCENARIO,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The true model averaged over the prior of every latent whose modality is missing.
 
@@ -223,7 +260,7 @@ def observed_expectation(
     expected event probability within the horizon and the log of the expected hazard
     ratio (the risk score for the C-index).
     """
-    return _expectation(_prior_draws(rng, latents, present, n_draws=n_draws))
+    return _expectation(_prior_draws(rng, latents, present, n_draws=n_draws), scenario)
 
 
 def measured_expectation(
@@ -233,6 +270,7 @@ def measured_expectation(
     posteriors: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray, np.ndarray]],
     *,
     n_draws: int = 256,
+    scenario: Scenario = DEFAULT_SCENARIO,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The true model averaged over what each patient's data leave unknown about the latents.
 
@@ -251,7 +289,7 @@ def measured_expectation(
         noise = noise @ (v * np.sqrt(np.clip(w, 0.0, None))).T
         for j, name in enumerate(names):
             draws[name][rows] = mean[rows, j][:, None] + noise[:, :, j]
-    return _expectation(draws)
+    return _expectation(draws, scenario)
 
 
 def _prior_draws(
@@ -275,8 +313,8 @@ def _prior_draws(
     return draws
 
 
-def _expectation(draws: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    eta = linear_predictor(draws)
-    p = event_probability(eta).mean(axis=1)
+def _expectation(draws: dict[str, np.ndarray], scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
+    eta = linear_predictor(draws, scenario)
+    p = event_probability(eta, hazard_scale=scenario.hazard_scale).mean(axis=1)
     log_mean_hr = np.log(np.exp(eta).mean(axis=1))
     return p, log_mean_hr

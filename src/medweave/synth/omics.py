@@ -14,7 +14,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-__all__ = ["MODULES", "N_GENES", "simulate_expression"]
+__all__ = ["MODULES", "N_GENES", "genes_per_module", "simulate_expression"]
 
 N_GENES = 1200
 GENES_PER_MODULE = 25
@@ -32,16 +32,23 @@ MODULES: dict[str, str | None] = {
 N_BACKGROUND_FACTORS = 6
 
 
-def gene_table(rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+def genes_per_module(n_genes: int) -> int:
+    """25 genes per module while there is room; with fewer than 250 genes, a tenth of them
+    (modules then fill 80% of the genes, the rest is background)."""
+    return min(GENES_PER_MODULE, n_genes // 10)
+
+
+def gene_table(
+    rng: np.random.Generator, n_genes: int = N_GENES
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Gene ids (Ensembl-style, synthetic range), symbols, and module membership."""
-    ids = [f"ENSG9{j:010d}" for j in range(1, N_GENES + 1)]
-    symbols = [f"SYN{j:04d}" for j in range(1, N_GENES + 1)]
-    order = rng.permutation(N_GENES)
+    ids = [f"ENSG9{j:010d}" for j in range(1, n_genes + 1)]
+    symbols = [f"SYN{j:04d}" for j in range(1, n_genes + 1)]
+    order = rng.permutation(n_genes)
+    size = genes_per_module(n_genes)
     members: dict[str, list[str]] = {}
     for k, name in enumerate(MODULES):
-        members[name] = [
-            ids[j] for j in sorted(order[k * GENES_PER_MODULE : (k + 1) * GENES_PER_MODULE])
-        ]
+        members[name] = [ids[j] for j in sorted(order[k * size : (k + 1) * size])]
     var = pd.DataFrame({"gene_symbol": symbols}, index=pd.Index(ids, name="gene_id"))
     return var, members
 
@@ -50,17 +57,19 @@ def simulate_expression(
     rng: np.random.Generator,
     latents: dict[str, np.ndarray],
     rows: np.ndarray,
+    *,
+    n_genes: int = N_GENES,
 ) -> tuple[np.ndarray, pd.DataFrame, dict[str, list[str]], np.ndarray]:
-    """Expression (len(rows) × N_GENES, float32, positive) for the patients at ``rows``.
+    """Expression (len(rows) × n_genes, float32, positive) for the patients at ``rows``.
 
     Returns the matrix, the gene table, module membership and the batch of each sample.
     """
-    var, members = gene_table(rng)
+    var, members = gene_table(rng, n_genes)
     n = len(rows)
     gene_pos = {g: j for j, g in enumerate(var.index)}
-    baseline = rng.normal(3.0, 1.5, N_GENES)
-    noise_sd = rng.uniform(0.35, 0.6, N_GENES)
-    log_x = np.empty((n, N_GENES), dtype=np.float64)
+    baseline = rng.normal(3.0, 1.5, n_genes)
+    noise_sd = rng.uniform(0.35, 0.6, n_genes)
+    log_x = np.empty((n, n_genes), dtype=np.float64)
     log_x[:] = baseline
     # Module scores for unlinked modules are drawn here; linked ones come from the latents.
     for name, latent in MODULES.items():
@@ -70,10 +79,10 @@ def simulate_expression(
         loading = sign * rng.uniform(0.6, 1.0, len(idx))
         log_x[:, idx] += np.outer(score, loading)
     factors = rng.normal(0, 1, (n, N_BACKGROUND_FACTORS))
-    log_x += factors @ rng.normal(0, 0.2, (N_BACKGROUND_FACTORS, N_GENES))
+    log_x += factors @ rng.normal(0, 0.2, (N_BACKGROUND_FACTORS, n_genes))
     batch = rng.integers(0, 3, n)
-    log_x += rng.normal(0, 0.15, (3, N_GENES))[batch]
-    log_x += rng.normal(0, 1, (n, N_GENES)) * noise_sd
+    log_x += rng.normal(0, 0.15, (3, n_genes))[batch]
+    log_x += rng.normal(0, 1, (n, n_genes)) * noise_sd
     return np.exp(log_x).astype(np.float32), var, members, batch
 
 

@@ -228,11 +228,15 @@ def simulate_ehr(
     s_ehr: np.ndarray,
     eta: np.ndarray,
     outcomes: pd.DataFrame,
+    noise_labs: int = 0,
+    noise_rng: np.random.Generator | None = None,
 ) -> EhrTables:
     """Build every OMOP table for the patients in ``demo`` (rows aligned with the arrays).
 
     Every person gets a location; the caller blanks ``person.location_id`` for patients
     whose home address is unknown (the environment modality is then missing).
+    ``noise_labs`` further measurements carry no signal (:func:`noise_lab_concepts`),
+    drawn from ``noise_rng`` so the rest of the EHR is the same with or without them.
     """
     n = len(demo)
     pid = demo["person_id"].to_numpy()
@@ -381,6 +385,7 @@ def simulate_ehr(
         male=male,
         age_z=age_z,
         flags=flags,
+        noise=_noise_labs(noise_rng, owner=owner, kind=kind, n=n, count=noise_labs),
     )
     measurements.insert(1, "person_id", pid[owner[measurements.pop("_visit").to_numpy()]])
     mvisit = measurements["visit_occurrence_id"].to_numpy() - 1
@@ -433,7 +438,11 @@ def simulate_ehr(
             "drug_exposure": drugs,
             "measurement": measurements,
             "death": death,
-            "concept": concept_table(),
+            "concept": pd.concat(
+                [concept_table(), noise_lab_concepts(noise_labs)], ignore_index=True
+            )
+            if noise_labs
+            else concept_table(),
         }
     )
 
@@ -459,8 +468,10 @@ def _measurements(
     male: np.ndarray,
     age_z: np.ndarray,
     flags: dict[int, np.ndarray],
+    noise: list[pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Labs and vitals at visits; each patient has some labs never ordered."""
+    """Labs and vitals at visits; each patient has some labs never ordered. ``noise``:
+    further measurement rows (in the same columns) to file among them."""
     n = s_ehr.size
     htn, t2dm = flags[320128], flags[201826]
     drift = np.where(phase == 2, 0.35 * eta[owner], 0.0)  # after the index date only
@@ -522,11 +533,76 @@ def _measurements(
                 }
             )
         )
+    frames += noise or []
     out = pd.concat(frames, ignore_index=True).sort_values(
         ["_visit", "measurement_concept_id"], kind="stable", ignore_index=True
     )
     out.insert(0, "measurement_id", np.arange(1, len(out) + 1, dtype=np.int64))
     return out
+
+
+#: Concept ids of the noise labs: OMOP's range for local concepts (above 2,000,000,000).
+NOISE_LAB_BASE = 2_000_000_000
+
+
+def noise_lab_concepts(count: int) -> pd.DataFrame:
+    """``concept`` rows of ``count`` noise labs (vocabulary ``medweave``, local ids)."""
+    ids = NOISE_LAB_BASE + 1 + np.arange(count)
+    return pd.DataFrame(
+        {
+            "concept_id": ids,
+            "concept_name": [f"Synthetic noise lab {k + 1}" for k in range(count)],
+            "domain_id": "Measurement",
+            "vocabulary_id": "medweave",
+            "concept_class_id": "Lab Test",
+            "standard_concept": "S",
+            "concept_code": [f"NOISE-{k + 1}" for k in range(count)],
+            "valid_start_date": pd.Timestamp("1970-01-01").date(),
+            "valid_end_date": pd.Timestamp("2099-12-31").date(),
+            "invalid_reason": None,
+        }
+    )
+
+
+def _noise_labs(
+    rng: np.random.Generator | None,
+    *,
+    owner: np.ndarray,
+    kind: np.ndarray,
+    n: int,
+    count: int,
+) -> list[pd.DataFrame]:
+    """Measurement rows of ``count`` labs unrelated to any latent or outcome: per patient a
+    mean and whether the lab is ever ordered, per visit whether it is taken and its value.
+    They look like the real labs to a feature builder (counts, last, mean, slope...), so
+    they are features a model must learn to ignore."""
+    if count == 0:
+        return []
+    if rng is None:
+        raise ValueError("noise labs need their own random generator (noise_rng)")
+    frames = []
+    for k in range(count):
+        mean = rng.normal(50.0, 10.0, n)
+        ordered = rng.random(n) < rng.uniform(0.3, 0.9)
+        prob = np.where(kind == 9201, 0.6, 0.3)
+        v = np.flatnonzero(ordered[owner] & (rng.random(owner.size) < prob))
+        value = mean[owner[v]] + rng.normal(0.0, 5.0, v.size)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "_visit": v,
+                    "measurement_concept_id": NOISE_LAB_BASE + 1 + k,
+                    "measurement_type_concept_id": EHR_TYPE,
+                    "value_as_number": np.round(value, 1),
+                    "unit_concept_id": 0,
+                    "range_low": 30.0,
+                    "range_high": 70.0,
+                    "visit_occurrence_id": v + 1,
+                    "unit_source_value": "{score}",
+                }
+            )
+        )
+    return frames
 
 
 def write_duckdb(path: Path, ehr: EhrTables) -> None:
