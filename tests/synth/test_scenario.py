@@ -32,9 +32,8 @@ def _latents(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _frame_hash(df: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()[
-        :16
-    ]
+    values = np.asarray(pd.util.hash_pandas_object(df, index=False))
+    return hashlib.sha256(values.tobytes()).hexdigest()[:16]
 
 
 # Hashes and ceilings of `synthesize(out, n_patients=120, seed=7, workers=1)` computed before
@@ -174,7 +173,7 @@ def test_bad_knobs_are_input_errors() -> None:
         {"noise_labs": -1},
     ):
         with pytest.raises(InputError, match="scenario"):
-            Scenario(**kwargs)  # type: ignore[arg-type]
+            Scenario(**kwargs)
 
 
 def test_scenario_draw_follows_the_knobs(tmp_path: Path) -> None:
