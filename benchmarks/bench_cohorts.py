@@ -196,7 +196,6 @@ def run_synthetic(
         ceiling=ceiling,
         repeats=1,
         seconds=float(doc["timing"]["total_seconds"]),
-        notes=_notes(models),
     )
 
 
@@ -255,7 +254,6 @@ def run_real(
         ceiling=None,
         repeats=repeats,
         seconds=float(sum(d["timing"]["total_seconds"] for d in docs)),
-        notes=_notes(models),
     )
 
 
@@ -420,7 +418,8 @@ def render(
             md += [f"### {r.name}", "", r.what + ".", ""]
             if not synthetic:
                 md += [f"Source: {r.source}; {r.repeats} repeat(s) of {folds}-fold CV.", ""]
-            md += [f"{note}." for note in r.notes] + ([""] if r.notes else [])
+            notes = _notes(r.models) + r.notes
+            md += [f"{note}." for note in notes] + ([""] if notes else [])
             cols = "| model | kind | " + METRIC_NAME[r.metric] + " | 95% CI |"
             md += [cols + (" repeats |" if r.repeats > 1 else ""), "|---|---|---|---|"]
             md[-1] += "---|" if r.repeats > 1 else ""
