@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 
 from medweave.cli import main
+from medweave.cohort import Cohort
 from medweave.errors import InputError
 from medweave.experiment import RunResult, run_study
 from medweave.models.baselines import CoxPHBaseline, LightGBMBaseline
 from medweave.models.estimator import MultimodalEstimator
+from medweave.models.stack import load_model
 from medweave.report import validate_results
 
 from .conftest import write_study
@@ -48,6 +50,7 @@ def test_results_follow_the_schema_and_name_every_model(finished: RunResult) -> 
     names = [m["name"] for m in on_disk["models"]]
     assert names == [
         "single:ehr", "single:imaging", "single:environment", "fusion:concat", "lightgbm",
+        "stack",
     ]  # fmt: skip
     for m in on_disk["models"]:
         assert len(m["folds"]) == 2
@@ -56,7 +59,12 @@ def test_results_follow_the_schema_and_name_every_model(finished: RunResult) -> 
         assert {"brier", "calibration_slope", "auprc"} <= set(m["metrics"])
     assert on_disk["best_single"].startswith("single:")
     compared = {c["model"] for c in on_disk["comparisons"]}
-    assert compared == {"fusion:concat", "lightgbm"}
+    assert compared == {"fusion:concat", "lightgbm", "stack"}
+    # The stack: non-negative weights over every other model, one set per fold.
+    stack = on_disk["models"][-1]["stack"]
+    assert stack["members"] == names[:-1] and stack["bundle"] is True
+    assert all(w >= 0 for w in stack["weights"].values()) and sum(stack["weights"].values()) > 0
+    assert [f["fold"] for f in stack["folds"]] == [0, 1]
     # The synthetic cohort's ceilings, scored on these patients.
     assert on_disk["ceiling"]["observed"]["auroc"] <= on_disk["ceiling"]["oracle"]["auroc"]
     strat = on_disk["stratification"]
@@ -77,6 +85,12 @@ def test_run_folder_holds_report_log_and_reloadable_bundles(finished: RunResult)
     # The image encoder was trained once per fold and reused by the fusion model.
     assert len(list((out / "cache" / "encoders").glob("*.safetensors"))) == 3
     assert not list(out.rglob("*.tmp-*"))  # nothing half-written
+    # The stack's bundle combines the members' final models (JSON only, members beside it).
+    stack = load_model(out / "models" / "stack")
+    cohort = Cohort.load(out / "cohort")
+    p = stack.predict_proba(cohort)[:, 1]
+    assert p.shape == (cohort.n,) and np.all((p > 0) & (p < 1))
+    assert sorted(x.name for x in (out / "models" / "stack").iterdir()) == ["bundle.json"]
 
 
 def test_refuses_to_overwrite_without_flag(

@@ -28,6 +28,7 @@ from medweave.errors import InputError
 from medweave.experiment._executors import execute
 from medweave.experiment._jobs import FoldJob, load_job_result, plan_models, shared_artifacts
 from medweave.experiment._results import MAIN_METRIC, Outcomes, assemble, ceilings
+from medweave.experiment._stack import STACK, fit_stack
 from medweave.experiment._stratify import stratification
 from medweave.experiment._study import StudyConfig, load_study
 from medweave.sources.genesets import read_gmt
@@ -350,6 +351,21 @@ def _run(
         fit_seconds[job.model.name] = fit_seconds.get(job.model.name, 0.0) + float(res["seconds"])
         if job.fold >= 0:
             results[job.model.name].append(res)
+    stack_info = None
+    if study.models.stack:
+        fitted = fit_stack(
+            task=study.task,
+            outcomes=Outcomes(cohort, study.task),
+            results=results,
+            modalities=modalities,
+            n=cohort.n,
+            bundle_of=lambda name: out / "models" / _safe(name),
+            out=out / "models" / STACK,
+        )
+        if fitted is not None:
+            spec, results[STACK], stack_info = fitted
+            specs = [*specs, spec]
+            fit_seconds[STACK] = sum(float(f["seconds"]) for f in results[STACK])
     validation = {
         "kind": "split" if study.validation.split_column else "kfold",
         "folds": len(folds),
@@ -366,6 +382,9 @@ def _run(
         ceiling=ceilings(cohort, Outcomes(cohort, study.task), truth),
         timing={},
     )
+    for m in doc["models"]:
+        if m["kind"] == STACK:
+            m["stack"] = stack_info
     steps["evaluation"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     doc["stratification"] = stratification(
