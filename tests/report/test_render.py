@@ -272,6 +272,27 @@ def test_how_the_neural_models_were_built(binary_results: dict[str, Any], tmp_pa
     ) in html
 
 
+def test_the_stack_s_vote_in_words(binary_results: dict[str, Any], tmp_path: Path) -> None:
+    assert 'id="stack-weights"' not in _page(binary_results, tmp_path)
+    stack = {**binary_results["models"][0], "name": "stack", "kind": "stack", "fusion": None}
+    members = [m["name"] for m in binary_results["models"]]
+    weights = dict.fromkeys(members, 0.0) | {members[0]: 0.9, members[1]: 0.3}
+    stack["stack"] = {
+        "members": members,
+        "weights": weights,
+        "intercept": 0.1,
+        "penalty": 0.01,
+        "folds": [{"fold": 0, "penalty": 0.01, "weights": weights}],
+        "bundle": True,
+    }
+    binary_results["models"].append(stack)
+    html = _page(binary_results, tmp_path)
+    assert (
+        f"Share of the final vote: {members[0]} 0.75, {members[1]} 0.25; weight zero: "
+        f"{', '.join(members[2:])}."
+    ) in html
+
+
 @pytest.mark.usefixtures("no_plots")
 def test_timing_lists_wall_clock_steps_then_each_model_s_fits(
     binary_results: dict[str, Any], tmp_path: Path

@@ -191,6 +191,7 @@ def _context(results: dict[str, Any]) -> dict[str, Any]:
         "table": _model_table(ranked, metrics, results["ceiling"]),
         "plots": _curve_plots(results, ranked),
         "n_plotted": min(N_PLOTTED, len(ranked)),
+        "stack": _stack(models),
         "comparisons": _comparisons(results["comparisons"], by_name),
         "strata": _strata(results["stratification"]),
         "subgroups": _subgroups(ranked, results["best_single"], by_name, main),
@@ -266,10 +267,28 @@ def _neural(settings: dict[str, Any]) -> str:
     return "; ".join([*parts, "a model of images alone is a single network"])
 
 
+def _stack(models: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The stack's final weights in words: the members it uses, largest first, and how
+    many it leaves out."""
+    model = next((m for m in models if m["kind"] == "stack" and m.get("stack")), None)
+    if model is None:
+        return None
+    info = model["stack"]
+    used = sorted(((n, w) for n, w in info["weights"].items() if w > 0), key=lambda t: -t[1])
+    total = sum(w for _, w in used) or 1.0
+    return {
+        "used": [{"name": n, "share": fmt_num(w / total, 2)} for n, w in used],
+        "unused": [n for n, w in info["weights"].items() if w <= 0],
+        "penalty": info["penalty"],
+    }
+
+
 def _describe_model(model: dict[str, Any]) -> str:
     mods = model["modalities"]
     what = ", ".join(mods) if len(mods) <= 3 else f"all {len(mods)} modalities"
     fusion = f", {model['fusion']} fusion" if model["fusion"] else ""
+    if model["kind"] == "stack":
+        fusion = ", a weighted vote of the other models"
     return f"{what}{fusion}"
 
 
