@@ -5,6 +5,7 @@ prediction (a model never predicts on columns it was not trained on)."""
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,16 @@ from medweave.cohort import Cohort
 from medweave.errors import InputError
 from medweave.models.survival import as_survival
 
-__all__ = ["FEATURE_KINDS", "CohortBaseline", "cohort_features", "outcome", "select_modalities"]
+__all__ = [
+    "FEATURE_KINDS",
+    "CohortBaseline",
+    "association",
+    "cohort_features",
+    "informative_columns",
+    "outcome",
+    "screen_features",
+    "select_modalities",
+]
 
 #: the block kinds that hold a feature matrix
 FEATURE_KINDS: tuple[str, ...] = ("tabular", "omics", "exposure")
@@ -143,3 +153,75 @@ class CohortBaseline(BaseEstimator):
                 "than the training cohort's"
             )
         return x
+
+
+def informative_columns(x: np.ndarray, *, min_observed: int) -> np.ndarray:
+    """Indices of the columns a tree can split on: observed in at least ``min_observed``
+    rows, and not one value everywhere (a column with one observed value and NaN elsewhere
+    is kept: its missingness, e.g. a modality's absence, is the information)."""
+    observed = ~np.isnan(x)
+    n_obs = observed.sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        spread = np.nanmax(x, axis=0) - np.nanmin(x, axis=0)
+    varies = (spread > 0) | (n_obs < x.shape[0])
+    return np.flatnonzero((n_obs >= max(min_observed, 1)) & varies)
+
+
+def association(x: np.ndarray, signal: np.ndarray) -> np.ndarray:
+    """Per column, |Spearman-like correlation| of its observed values with ``signal``
+    (the outcome, or martingale residuals for survival), times sqrt(observed - 1): a
+    z-score, so that a column seen in few patients needs a stronger association.
+
+    Ranks make it invariant to monotone transforms (raw counts and log expression alike);
+    NaN rows are left out column by column. O(n p log n)."""
+    from scipy.stats import rankdata
+
+    x = x.astype(np.float64)
+    observed = ~np.isnan(x)
+    n_obs = observed.sum(axis=0).astype(np.float64)
+    ranks = rankdata(x, axis=0, nan_policy="omit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        ranks = ranks - np.nanmean(ranks, axis=0)
+    ranks = np.where(observed, ranks, 0.0)
+    s = np.asarray(signal, dtype=np.float64)
+    s_sum, s_sq = observed.T @ s, observed.T @ (s * s)
+    s_var = s_sq - np.divide(s_sum**2, n_obs, out=np.zeros_like(s_sum), where=n_obs > 0)
+    denom = np.sqrt((ranks**2).sum(axis=0) * np.maximum(s_var, 0.0))
+    corr = np.divide(ranks.T @ s, denom, out=np.zeros(x.shape[1]), where=denom > 0)
+    return np.abs(corr) * np.sqrt(np.maximum(n_obs - 1.0, 0.0))
+
+
+def screen_features(
+    x: np.ndarray,
+    names: Sequence[str],
+    modalities: Sequence[str],
+    *,
+    signal: np.ndarray | None,
+    max_features: int | None,
+    min_observed: int,
+) -> np.ndarray:
+    """Indices (sorted) of the columns a tree model is given, learned on training rows: the
+    informative ones (:func:`informative_columns`), and of a modality with more than
+    ``max_features`` of them its ``max_features`` most associated with ``signal``
+    (:func:`association`; the most variable ones when ``signal`` is None)."""
+    keep = informative_columns(x, min_observed=min_observed)
+    if max_features is None:
+        return keep
+    modality = np.array([n.split(":", 1)[0] for n in names])[keep]
+    if any(int((modality == m).sum()) > max_features for m in modalities):
+        if signal is not None:
+            score = association(x[:, keep], signal)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                score = np.nanvar(x[:, keep].astype(np.float64), axis=0)
+        parts = []
+        for m in modalities:
+            idx = np.flatnonzero(modality == m)
+            if idx.size > max_features:
+                idx = idx[np.argsort(-score[idx], kind="stable")[:max_features]]
+            parts.append(keep[idx])
+        keep = np.sort(np.concatenate(parts)) if parts else keep[:0]
+    return keep
