@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from medweave.evaluate import breslow_survival
-from medweave.experiment._results import Outcomes, pooled
+from medweave.experiment._results import Outcomes, pooled, subgroup_frame
 from medweave.models.tasks import c_index
 
 
@@ -63,3 +63,13 @@ def test_pooled_survival_scores_do_not_depend_on_each_folds_offset() -> None:
     )
     assert surv is not None
     np.testing.assert_allclose(surv[f["test"]], expected)
+
+
+def test_subgroup_variables_the_cohort_cannot_give_are_named_with_the_reason() -> None:
+    cohort = _Patients(pd.DataFrame({"patient_id": ["a", "b"], "site": ["x", "y"]}))
+    cohort.modalities = {}  # type: ignore[attr-defined]
+    cohort.n = 2  # type: ignore[attr-defined]
+    groups, unavailable = subgroup_frame(cohort, ["site", "sex", "ward"])  # type: ignore[arg-type]
+    assert list(groups.columns) == ["site"]
+    assert set(unavailable) == {"sex", "ward"}
+    assert "sex_male" in unavailable["sex"] and "index.columns" in unavailable["ward"]

@@ -224,6 +224,7 @@ def _common(task: str, n_events: int) -> dict[str, Any]:
             "n_bootstrap": 1000,
         },
         "task": task,
+        "subgroups_unavailable": [],
         "cohort": {
             "n_patients": N,
             "n_events": n_events,

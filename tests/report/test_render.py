@@ -272,6 +272,16 @@ def test_how_the_neural_models_were_built(binary_results: dict[str, Any], tmp_pa
     ) in html
 
 
+def test_subgroup_variables_the_cohort_lacks_are_said(
+    binary_results: dict[str, Any], tmp_path: Path
+) -> None:
+    binary_results["subgroups_unavailable"] = [
+        {"variable": "site", "reason": "not a column of the cohort's patient table"}
+    ]
+    html = _page(binary_results, tmp_path)
+    assert "Not evaluated: site (not a column of the cohort&#39;s patient table)." in html
+
+
 def test_the_stack_s_vote_in_words(binary_results: dict[str, Any], tmp_path: Path) -> None:
     assert 'id="stack-weights"' not in _page(binary_results, tmp_path)
     stack = {**binary_results["models"][0], "name": "stack", "kind": "stack", "fusion": None}

@@ -171,15 +171,20 @@ def curves(out: Outcomes, pred: np.ndarray) -> dict[str, Any]:
     }
 
 
-def subgroup_frame(cohort: Cohort, names: list[str]) -> pd.DataFrame:
+def subgroup_frame(cohort: Cohort, names: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
     """One column per subgroup variable: ``sex`` and ``age_band`` from the EHR block,
-    anything else from the patient table."""
+    anything else from the patient table; and, for each variable the cohort cannot give,
+    why (said in results.json and the report, never dropped silently)."""
     cols: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}
     for name in names:
         if name in ("sex", "age_band"):
             feature = "sex_male" if name == "sex" else "age_at_index"
             values = _feature(cohort, feature)
             if values is None:
+                unavailable[name] = (
+                    f"no feature block holds {feature!r} (it comes from an EHR source)"
+                )
                 continue
             if name == "sex":
                 cols[name] = np.where(values > 0.5, "male", "female").astype(object)
@@ -188,7 +193,12 @@ def subgroup_frame(cohort: Cohort, names: list[str]) -> pd.DataFrame:
                 cols[name] = age_bands(values)
         elif name in cohort.patients.columns:
             cols[name] = cohort.patients[name].astype(str).to_numpy()
-    return pd.DataFrame(cols, index=np.arange(cohort.n))
+        else:
+            unavailable[name] = (
+                "not a column of the cohort's patient table (carry it with index.columns "
+                "in cohort.yaml)"
+            )
+    return pd.DataFrame(cols, index=np.arange(cohort.n)), unavailable
 
 
 def _feature(cohort: Cohort, feature: str) -> np.ndarray | None:
@@ -283,7 +293,7 @@ def assemble(
     out = Outcomes(cohort, study.task)
     ev = study.evaluation
     main = MAIN_METRIC[study.task]
-    groups = subgroup_frame(cohort, ev.subgroups)
+    groups, unavailable = subgroup_frame(cohort, ev.subgroups)
     models, preds, survs = [], {}, {}
     for spec in specs:
         folds = results[spec.name]
@@ -362,6 +372,7 @@ def assemble(
         "models": models,
         "best_single": best_single,
         "comparisons": comparisons,
+        "subgroups_unavailable": [{"variable": k, "reason": v} for k, v in unavailable.items()],
         "stratification": stratification,
         "timing": timing,
     }
