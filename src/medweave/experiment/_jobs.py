@@ -138,9 +138,9 @@ def make_estimator(job: FoldJob) -> Any:
     spec = job.model
     if spec.kind == "lightgbm":
         # On Ray each job gets one core (job.threads); in-process all of them. LightGBM is
-        # deterministic whatever its thread count.
+        # deterministic whatever its thread count. Survival boosts the Cox partial likelihood.
         return LightGBMBaseline(
-            task="binary",
+            task=job.task,
             modalities=list(spec.modalities),
             random_state=job.seed,
             num_threads=job.threads,
