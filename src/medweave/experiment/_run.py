@@ -222,10 +222,18 @@ def run_study(
     else:
         base = Path(base_dir or ".").resolve()
     out = Path(out)
+    fresh = not out.exists() or not any(out.iterdir()) or overwrite
     _prepare_dir(out, resume=resume, overwrite=overwrite)
     handler = _log_to(out)
     try:
         return _run(study, base, out, resume=resume, quiet=quiet)
+    except BaseException:
+        if fresh and not (out / "run.json").is_file():
+            # stopped before the run began (bad input found by the checks): leave no
+            # folder that the next attempt would call a run to resume or overwrite
+            handler.close()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         logging.getLogger("medweave").removeHandler(handler)
         handler.close()
