@@ -282,6 +282,15 @@ def test_subgroup_variables_the_cohort_lacks_are_said(
     assert "Not evaluated: site (not a column of the cohort&#39;s patient table)." in html
 
 
+def test_few_data_are_said(binary_results: dict[str, Any], tmp_path: Path) -> None:
+    assert 'id="few-data"' not in _page(binary_results, tmp_path)
+    binary_results["cohort"]["n_events"] = 41
+    binary_results["cohort"]["features"] = {"ehr": 20, "omics": 12_000}
+    html = _page(binary_results, tmp_path)
+    assert "Few data for what is estimated: 41 patients with the outcome;" in html
+    assert "0.0034 patients with the outcome per candidate feature (12,020)." in html
+
+
 def test_the_stack_s_vote_in_words(binary_results: dict[str, Any], tmp_path: Path) -> None:
     assert 'id="stack-weights"' not in _page(binary_results, tmp_path)
     stack = {**binary_results["models"][0], "name": "stack", "kind": "stack", "fusion": None}

@@ -241,6 +241,9 @@ def cohort_summary(cohort: Cohort, out: Outcomes) -> dict[str, Any]:
     return {
         "n_patients": cohort.n,
         "n_events": n_events or 0,
+        "features": {
+            m: len(b.feature_names) for m, b in cohort.modalities.items() if b.feature_names
+        },
         "tau": out.tau,
         "flow": flow,
         "sources": {k: v.to_dict() for k, v in cohort.audit.sources.items()},

@@ -185,6 +185,7 @@ def _context(results: dict[str, Any]) -> dict[str, Any]:
         "main": main,
         "main_label": _metric_label(main),
         "finding": _finding(results, ranked, by_name, main),
+        "few_data": _few_data(results, ranked, main),
         "flow": _flow(cohort),
         "missingness": _missingness(cohort),
         "columns": [{"name": m, "label": _metric_label(m)} for m in metrics],
@@ -290,6 +291,44 @@ def _describe_model(model: dict[str, Any]) -> str:
     if model["kind"] == "stack":
         fusion = ", a weighted vote of the other models"
     return f"{what}{fusion}"
+
+
+#: Below these, the report says the data are few: events (or patients with the outcome)
+#: and the width of the best model's interval; events per candidate feature is then given
+#: as context (penalised, reduced and stacked models need not meet a regression's ten).
+FEW_EVENTS = 200
+WIDE_INTERVAL = 0.10
+
+
+def _few_data(results: dict[str, Any], ranked: list[dict[str, Any]], main: str) -> str:
+    """A warning in words when the cohort holds few events for what is estimated (empty
+    when it does not)."""
+    cohort = results["cohort"]
+    events = int(cohort["n_events"])
+    features = sum((cohort.get("features") or {}).values())
+    best = ranked[0]["metrics"].get(main) if ranked else None
+    width = (
+        best["ci_high"] - best["ci_low"]
+        if best and best.get("ci_high") is not None and best.get("ci_low") is not None
+        else None
+    )
+    what = "events" if results["task"] == "survival" else "patients with the outcome"
+    reasons = []
+    if events < FEW_EVENTS:
+        reasons.append(f"{fmt_count(events)} {what}")
+    if width is not None and width > WIDE_INTERVAL:
+        reasons.append(f"an interval {fmt_num(width, 2)} wide around the best model's score")
+    if not reasons:
+        return ""
+    if features:
+        reasons.append(
+            f"{events / features:.2g} {what} per candidate feature ({fmt_count(features)})"
+        )
+    return (
+        f"Few data for what is estimated: {'; '.join(reasons)}. Scores can move by more "
+        "than their differences from fold to fold and draw to draw; read the intervals, not "
+        "the ranking, and prefer the simpler model where intervals overlap."
+    )
 
 
 def _finding(
