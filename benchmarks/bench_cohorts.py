@@ -16,7 +16,9 @@ the mean over repeats, with the spread.
 unfinished one resumed. ``--quick`` is a smoke test (a fifth of the patients, at least 300;
 one repeat of each real cohort), not the acceptance figures. ``--workers N`` sets the
 study's ``workers`` (how many jobs run side by side; an execution setting, not a model
-one) on a machine shared with other work.
+one) on a machine shared with other work. ``--reduced`` checks the harness's plumbing on
+a small grid (``models: {singles: false, fusions: [concat]}``, peers and stack as by
+default): it is not the default study, and BENCHMARKS.md says so.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ PEER_KINDS = ("lightgbm", "elasticnet", "coxph", "coxnet")
 #: The target of issue 17: best multimodal at least level with the best peer on every
 #: cohort and ahead on average; within this of the ceiling on every synthetic scenario.
 CEILING_MARGIN = 0.03
+#: ``--reduced``: the grid of a plumbing check (one fusion, the peers, the stack).
+REDUCED_MODELS: dict[str, Any] = {"singles": False, "fusions": ["concat"]}
 
 
 @dataclass
@@ -109,7 +113,15 @@ def _group(m: ModelScore) -> str:
 
 
 def run_default_study(
-    cohort_yaml: Path, run_dir: Path, *, name: str, task: str, folds: int, seed: int, workers: int
+    cohort_yaml: Path,
+    run_dir: Path,
+    *,
+    name: str,
+    task: str,
+    folds: int,
+    seed: int,
+    workers: int,
+    models: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or reuse, or resume) the default study on ``cohort_yaml`` into ``run_dir``."""
     study: dict[str, Any] = {
@@ -120,6 +132,8 @@ def run_default_study(
     }
     if workers:
         study["workers"] = workers
+    if models:
+        study["models"] = models
     study_path = run_dir.parent / f"{run_dir.name}.study.yaml"
     with atomic_file(study_path) as tmp:
         tmp.write_text(yaml.safe_dump(study, sort_keys=False))
@@ -157,7 +171,13 @@ def _knob_key(sc: SyntheticScenario, patients: int) -> str:
 
 
 def run_synthetic(
-    sc: SyntheticScenario, out: Path, *, quick: bool, folds: int, workers: int
+    sc: SyntheticScenario,
+    out: Path,
+    *,
+    quick: bool,
+    folds: int,
+    workers: int,
+    grid: dict[str, Any] | None = None,
 ) -> CohortResult:
     patients = quick_patients(sc.patients) if quick else sc.patients
     cohort = out / "cohorts" / f"synthetic-{_knob_key(sc, patients)}"
@@ -173,12 +193,13 @@ def run_synthetic(
         )
     doc = run_default_study(
         cohort / "cohort.yaml",
-        out / sc.name / "run",
+        out / sc.name / ("run-reduced" if grid else "run"),
         name=sc.name,
         task=sc.task,
         folds=folds,
         seed=0,
         workers=workers,
+        models=grid,
     )
     metric = METRIC[sc.task]
     models = [ModelScore(n, *v) for n, v in _scores(doc, metric).items()]
@@ -200,7 +221,14 @@ def run_synthetic(
 
 
 def run_real(
-    name: str, make: Any, out: Path, *, quick: bool, folds: int, workers: int
+    name: str,
+    make: Any,
+    out: Path,
+    *,
+    quick: bool,
+    folds: int,
+    workers: int,
+    grid: dict[str, Any] | None = None,
 ) -> CohortResult:
     folder = out / "real" / name
     info_path = folder / "info.json"
@@ -220,12 +248,13 @@ def run_real(
     for seed in range(repeats):
         doc = run_default_study(
             Path(info["cohort"]),
-            folder / f"run-{seed}",
+            folder / (f"run-reduced-{seed}" if grid else f"run-{seed}"),
             name=name,
             task=info["task"],
             folds=folds,
             seed=seed,
             workers=workers,
+            models=grid,
         )
         docs.append(doc)
         per_repeat.append(_scores(doc, metric))
@@ -367,7 +396,13 @@ def _commit() -> str:
 
 
 def render(
-    results: list[CohortResult], *, command: str, quick: bool, folds: int, real_note: str | None
+    results: list[CohortResult],
+    *,
+    command: str,
+    quick: bool,
+    folds: int,
+    real_note: str | None,
+    reduced: bool = False,
 ) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = ["# Benchmarks: the default study on many cohorts", ""]
@@ -375,6 +410,12 @@ def render(
         md += [
             "> **Smoke test (`--quick`)**: fewer patients and one repeat — not the "
             "acceptance figures. `make bench` runs the full benchmark.",
+            "",
+        ]
+    if reduced:
+        md += [
+            "> **Reduced grid (`--reduced`)**: `models: "
+            f"{json.dumps(REDUCED_MODELS)}` — a check of the harness, not the default study.",
             "",
         ]
     md += [
@@ -447,6 +488,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="the study's workers (0: default)")
     parser.add_argument("--no-real", action="store_true", help="synthetic scenarios only")
     parser.add_argument("--list", action="store_true", help="list the cohorts and exit")
+    parser.add_argument("--reduced", action="store_true", help="a small grid (plumbing check)")
     args = parser.parse_args()
     only = {n.strip() for item in args.only for n in item.split(",") if n.strip()}
 
@@ -477,29 +519,57 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="medweave-bench-cohorts-"))
     out.mkdir(parents=True, exist_ok=True)
     results: list[CohortResult] = []
+    skipped: list[str] = []
+    grid = REDUCED_MODELS if args.reduced else None
     try:
         for sc in SCENARIOS.values():
             if only and sc.name not in only:
                 continue
             print(f"{sc.name} (synthetic, {sc.task})", flush=True)
             results.append(
-                run_synthetic(sc, out, quick=args.quick, folds=args.folds, workers=args.workers)
+                run_synthetic(
+                    sc,
+                    out,
+                    quick=args.quick,
+                    folds=args.folds,
+                    workers=args.workers,
+                    grid=grid,
+                )
             )
         for name, make in real.items():
             if only and name not in only:
                 continue
             print(f"{name} (real)", flush=True)
-            results.append(
-                run_real(name, make, out, quick=args.quick, folds=args.folds, workers=args.workers)
-            )
+            try:
+                results.append(
+                    run_real(
+                        name,
+                        make,
+                        out,
+                        quick=args.quick,
+                        folds=args.folds,
+                        workers=args.workers,
+                        grid=grid,
+                    )
+                )
+            except InputError as exc:  # e.g. its package is not installed: say so, go on
+                print(f"  skipped: {exc}", flush=True)
+                skipped.append(f"- {name}: not run ({exc})")
     finally:
         if args.out is None:
             shutil.rmtree(out, ignore_errors=True)
     if only and real and not (only & set(real)):
         real_note = "Not run in this invocation (`--only` named none)."
+    if skipped:
+        real_note = "\n".join([*([real_note] if real_note else []), *skipped])
     command = "python benchmarks/bench_cohorts.py " + " ".join(sys.argv[1:])
     text = render(
-        results, command=command.strip(), quick=args.quick, folds=args.folds, real_note=real_note
+        results,
+        command=command.strip(),
+        quick=args.quick,
+        folds=args.folds,
+        real_note=real_note,
+        reduced=args.reduced,
     )
     with atomic_file(args.md) as tmp:
         tmp.write_text(text)

@@ -171,9 +171,14 @@ def test_bad_knobs_are_input_errors() -> None:
         {"n_genes": 5},
         {"hazard_scale": 0.0},
         {"noise_labs": -1},
+        {"n_genes": "300"},
+        {"interaction": "yes"},
     ):
         with pytest.raises(InputError, match="scenario"):
             Scenario(**kwargs)
+    with pytest.raises(InputError, match="did you mean 'n_genes'"):
+        Scenario.from_mapping({"n_gene": 300})
+    assert Scenario.from_mapping({"shapes": {"ehr": "u"}}) == Scenario(shapes={"ehr": "u"})
 
 
 def test_scenario_draw_follows_the_knobs(tmp_path: Path) -> None:

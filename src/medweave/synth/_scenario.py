@@ -130,6 +130,12 @@ class Scenario:
                     f"scenario strength[{key!r}] = {weight!r}: expected a finite number >= 0 "
                     "(0 = no signal, 1 = the default)"
                 )
+        for key, kind in (("n_genes", int), ("noise_labs", int), ("interaction", bool)):
+            value = getattr(self, key)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise InputError(f"scenario {key} = {value!r}: expected {kind.__name__}")
+        if isinstance(self.hazard_scale, bool) or not isinstance(self.hazard_scale, int | float):
+            raise InputError(f"scenario hazard_scale = {self.hazard_scale!r}: expected a number")
         if not MIN_GENES <= self.n_genes <= MAX_GENES:
             raise InputError(
                 f"scenario n_genes = {self.n_genes}: expected {MIN_GENES} to {MAX_GENES}"
@@ -143,6 +149,30 @@ class Scenario:
                 f"scenario hazard_scale = {self.hazard_scale}: expected a number > 0 "
                 "(1 = the default baseline hazard; 0.3 fewer events, 3 more)"
             )
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, where: str = "scenario") -> Scenario:
+        """A scenario from plain values (a parsed ``--scenario`` JSON or YAML mapping);
+        an unknown key is an :class:`InputError` naming the nearest known one."""
+        import difflib
+
+        if not isinstance(raw, Mapping):
+            raise InputError(f"{where}: expected a mapping of knobs, got {type(raw).__name__}")
+        known = cls().to_dict()
+        for key in raw:
+            if key not in known:
+                near = difflib.get_close_matches(str(key), list(known), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else f" (known: {', '.join(known)})"
+                raise InputError(f"{where}: unknown knob {key!r}{hint}")
+        for key in ("shapes", "strength"):
+            if key in raw and not isinstance(raw[key], Mapping):
+                raise InputError(
+                    f"{where}.{key}: expected a mapping of modality to value, got {raw[key]!r}"
+                )
+        try:
+            return cls(**dict(raw))
+        except InputError as exc:
+            raise InputError(f"{where}: {str(exc).removeprefix('scenario ')}") from None
 
     def shape(self, modality: str) -> str:
         return str(self.shapes.get(modality, "linear"))
