@@ -217,7 +217,9 @@ def test_lightgbm_refuses_bad_tasks_parameters_and_targets(train: Cohort) -> Non
         with pytest.raises(InputError, match=next(iter(bad))):
             LightGBMBaseline(**bad).fit(train)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="no probabilities"):
-        LightGBMBaseline(task="survival", n_estimators=5).fit(train).predict_proba(train)
+        LightGBMBaseline(task="survival", n_estimators=5, num_threads=1).fit(train).predict_proba(
+            train
+        )
     with pytest.raises(InputError, match="has no risk"):
         _fast(n_estimators=5).fit(train).predict_risk(train)
     with pytest.raises(InputError, match="no column 'died'"):
@@ -320,7 +322,7 @@ def test_coxph_targets(train: Cohort) -> None:
 def test_lightgbm_bundle_reloads_with_identical_predictions(
     train: Cohort, test: Cohort, tmp_path: Path
 ) -> None:
-    est = LightGBMBaseline(task="binary", n_estimators=40).fit(train)
+    est = LightGBMBaseline(task="binary", n_estimators=40, num_threads=1).fit(train)
     est.save(tmp_path / "lgbm")
     assert sorted(p.name for p in (tmp_path / "lgbm").iterdir()) == ["bundle.json", "model.txt"]
     again = LightGBMBaseline.load(tmp_path / "lgbm")

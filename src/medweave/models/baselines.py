@@ -109,15 +109,15 @@ class LightGBMBaseline(CohortBaseline):
         kinds: Sequence[str] = FEATURE_KINDS,
         n_estimators: int = 1000,
         learning_rate: float = 0.05,
-        num_leaves: int = 15,
+        num_leaves: int = 7,
         max_depth: int = -1,
-        min_child_samples: int = 20,
+        min_child_samples: int = 30,
         subsample: float = 0.8,
         colsample_bytree: float = 0.5,
         reg_alpha: float = 0.0,
         reg_lambda: float = 1.0,
         max_bin: int = 63,
-        max_features: int | None = 200,
+        max_features: int | None = 50,
         early_stopping_rounds: int | None = 50,
         validation_fraction: float = 0.2,
         class_weight: dict[Any, float] | str | None = None,
@@ -258,16 +258,16 @@ class LightGBMBaseline(CohortBaseline):
             x,
             label=label if survival is None else np.zeros(x.shape[0]),
             weight=weight,
-            params={"max_bin": self.max_bin, "verbose": -1, "force_row_wise": True},
+            params=params,  # the same binning whatever part of it a booster trains on
             free_raw_data=False,
         ).construct()
 
         def train(rows: np.ndarray | None, rounds: int, valid: np.ndarray | None = None) -> Any:
-            part = dataset if rows is None else dataset.subset(rows).construct()
+            part = dataset if rows is None else dataset.subset(rows.tolist()).construct()
             run = {**params, **self._objective(survival, rows, task)}
             if valid is None:
                 return lgb.train(run, part, num_boost_round=rounds)
-            check = dataset.subset(valid).construct()
+            check = dataset.subset(valid.tolist()).construct()
             metric = None
             if survival is not None:
                 metric = cox_metric(survival.time[valid], survival.event[valid])
