@@ -17,6 +17,7 @@ import warnings
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import lightning as L
@@ -31,6 +32,7 @@ from medweave import __version__
 from medweave._atomic import atomic_dir
 from medweave.cohort import Cohort
 from medweave.errors import InputError
+from medweave.models._auto import AUTO, RAW, check_capacity, profile, resolve
 from medweave.models._bundle import jsonable, read_bundle_meta, spec_from_json, spec_to_json
 from medweave.models._genesets import gene_sets_by_modality, map_gene_sets
 from medweave.models._prep import (
@@ -253,8 +255,26 @@ class _Lit(L.LightningModule):
 class MultimodalEstimator(BaseEstimator):
     """Encode each modality, fuse, predict: classification, regression or survival.
 
+    Settings whose default is ``"auto"`` (optimisation, early stopping's split, batch
+    size, widths, principal components, gene screening, ensemble, the GLM, image
+    augmentation) are chosen at :meth:`fit` from the training cohort — its patients,
+    events and modalities — by the rules of :mod:`medweave.models._auto`; a value passed
+    is used as given. The fitted estimator records each choice and its reason in
+    ``settings_`` (name -> ``{"value", "reason"}``, plus ``events_per_1k_parameters``)
+    and what the cohort's size makes doubtful in ``settings_warnings_`` (also logged);
+    both travel in the bundle.
+
     Parameters
     ----------
+    preset
+        ``"auto"`` (the default): the rules above; ``"none"`` (or None): every ``"auto"``
+        takes the estimator's plain constants (lr 2e-3, batch 128, patience 10, 80 epochs,
+        no principal components, one network, no GLM, …:
+        :data:`medweave.models._auto.RAW`).
+    omics_screen
+        Omics modality -> genes kept by their univariate association with the outcome on
+        the training patients (Cox score test, or correlation with the label) instead of
+        by variance, before ``pca``; None: by variance (``omics_top_genes``).
     task
         ``binary``, ``multiclass``, ``regression``, ``cox`` or ``discrete_hazard``.
     modalities
@@ -351,6 +371,10 @@ class MultimodalEstimator(BaseEstimator):
         fusion strategies of a fold share it.
     accelerator, devices, strategy
         Passed to Lightning's Trainer (e.g. ``strategy="ddp"`` over several GPUs or nodes).
+    val_fraction
+        Share of the training patients held out for early stopping; 0: none, and the
+        networks train ``max_epochs`` epochs (the ``auto`` choice with fewer than 60
+        events).
     """
 
     def __init__(
@@ -360,31 +384,32 @@ class MultimodalEstimator(BaseEstimator):
         modalities: list[str] | None = None,
         fusion: str = "attention",
         encoders: dict[str, str] | None = None,
-        encoder_params: dict[str, dict[str, Any]] | None = None,
+        encoder_params: dict[str, dict[str, Any]] | str | None = "auto",
         fusion_params: dict[str, Any] | None = None,
         task_params: dict[str, Any] | None = None,
-        embed_dim: int = 32,
-        fused_dim: int = 32,
+        embed_dim: int | str = "auto",
+        fused_dim: int | str = "auto",
         modality_dropout: float = 0.15,
         aux_weight: float = 0.0,
         impute: bool = False,
         impute_weight: float = 1.0,
         pretrain: bool | list[str] | None = None,
         encoder_store: str | None = None,
-        max_epochs: int = 80,
-        min_epochs: int = 0,
-        batch_size: int = 128,
-        lr: float = 2e-3,
-        pretrain_lr: float | None = None,
-        ensemble: int = 1,
-        interactions: int | None = None,
+        max_epochs: int | str = "auto",
+        min_epochs: int | str = "auto",
+        batch_size: int | str = "auto",
+        lr: float | str = "auto",
+        pretrain_lr: float | str | None = "auto",
+        ensemble: int | str = "auto",
+        interactions: int | str | None = "auto",
         weight_decay: float = 1e-2,
-        val_fraction: float = 0.15,
-        patience: int = 10,
-        omics_top_genes: int = 500,
+        val_fraction: float | str = "auto",
+        patience: int | str = "auto",
+        omics_top_genes: int | str = "auto",
+        omics_screen: dict[str, int] | str | None = "auto",
         gene_sets: dict[str, list[str]] | str | os.PathLike[str] | None = None,
-        pca: int | dict[str, int] | None = None,
-        pca_keep: list[str] | dict[str, list[str]] | None = None,
+        pca: int | dict[str, int] | str | None = "auto",
+        pca_keep: list[str] | dict[str, list[str]] | str | None = "auto",
         feature_imputation: str = "median",
         image_size: tuple[int, ...] | str = "auto",
         image_intensity: str | tuple[float, float] = "zscore",
@@ -395,6 +420,7 @@ class MultimodalEstimator(BaseEstimator):
         devices: int | str = 1,
         strategy: str = "auto",
         verbose: bool = False,
+        preset: str | None = "auto",
     ) -> None:
         self.task = task
         self.modalities = modalities
@@ -422,6 +448,7 @@ class MultimodalEstimator(BaseEstimator):
         self.val_fraction = val_fraction
         self.patience = patience
         self.omics_top_genes = omics_top_genes
+        self.omics_screen = omics_screen
         self.gene_sets = gene_sets
         self.pca = pca
         self.pca_keep = pca_keep
@@ -435,6 +462,7 @@ class MultimodalEstimator(BaseEstimator):
         self.devices = devices
         self.strategy = strategy
         self.verbose = verbose
+        self.preset = preset
 
     # --- targets -------------------------------------------------------------------------
     def _target(self, cohort: Cohort, y: Any) -> np.ndarray | Any:
@@ -478,11 +506,10 @@ class MultimodalEstimator(BaseEstimator):
         L.seed_everything(self.seed, workers=True, verbose=False)
         target_raw = self._target(cohort, y)
         modalities = list(self.modalities or cohort.modalities)
+        self._resolve(cohort, modalities, target_raw)
         rows = np.arange(cohort.n)
         strat = target_raw if self.task in ("binary", "multiclass") else None
-        train, val = train_test_split(
-            rows, test_size=self.val_fraction, random_state=self.seed, stratify=strat
-        )
+        train, val = self._split(rows, self.seed, strat)
         task = TASKS.get(self.task)(**(self.task_params or {}))
         task.fit_target(_take(target_raw, train))
         target = task.encode_target(target_raw)
@@ -493,26 +520,31 @@ class MultimodalEstimator(BaseEstimator):
                 "impute=True learns on present modalities hidden by modality dropout; "
                 f"set modality_dropout > 0 (e.g. 0.15), got {self.modality_dropout!r}"
             )
-        if not (isinstance(self.ensemble, int) and self.ensemble >= 1):
-            raise InputError(f"ensemble={self.ensemble!r}; expected a whole number >= 1")
-        if self.interactions is not None and not (
-            isinstance(self.interactions, int) and self.interactions >= 1
-        ):
+        ensemble, interactions = self._s("ensemble"), self._s("interactions")
+        if not (isinstance(ensemble, int) and ensemble >= 1):
+            raise InputError(f"ensemble={ensemble!r}; expected a whole number >= 1")
+        if interactions is not None and not (isinstance(interactions, int) and interactions >= 1):
             raise InputError(
-                f"interactions={self.interactions!r}; expected a rank >= 1 (e.g. 1), or None"
+                f"interactions={interactions!r}; expected a rank >= 1 (e.g. 1), or None"
             )
-        if self.interactions is not None and self.task == "multiclass":
+        if interactions is not None and self.task == "multiclass":
             raise InputError(
                 "interactions: a multiclass model has no single logit to add them to; "
                 "set interactions to None"
             )
         if not float(self.impute_weight) >= 0:
             raise InputError(f"impute_weight={self.impute_weight!r}; expected a number >= 0")
+        screen = self._s("omics_screen")
+        if screen is not None and not isinstance(screen, dict):
+            raise InputError(
+                f"omics_screen={screen!r}; expected modality -> number of genes (e.g. "
+                "{rna: 200}), 'auto' or None"
+            )
         self.preps_ = fit_preps(
             cohort,
             modalities,
             train,
-            omics_top_genes=self.omics_top_genes,
+            omics_top_genes=self._s("omics_top_genes"),
             image_size=self._image_size(),
             image_intensity=self.image_intensity,
             components=components,
@@ -520,6 +552,8 @@ class MultimodalEstimator(BaseEstimator):
             sequence_max_len=self.sequence_max_len,
             sequence_min_count=self.sequence_min_count,
             imputation=self.feature_imputation,
+            screen=screen,
+            target=target.numpy() if screen else None,
         )
         batch = prepare(cohort, self.preps_)
         self.task_ = task
@@ -527,6 +561,7 @@ class MultimodalEstimator(BaseEstimator):
         self.modalities_ = modalities
         staged = self._pretrained_modalities(modalities, list(cohort.modalities))
         self.shared_encoders_ = staged if len(modalities) > 1 else []
+        self._check_capacity(staged if len(modalities) > 1 else [])
         emb: dict[str, torch.Tensor] = {}
         if not staged:
             self.n_epochs_ = self._train(self.net_, batch, target, train, val)
@@ -540,12 +575,85 @@ class MultimodalEstimator(BaseEstimator):
             self.n_epochs_ = max(epochs) + stage2
         self.members_ = [self.net_]
         if len(modalities) > 1 or not staged:
-            for k in range(1, self.ensemble):
+            for k in range(1, ensemble):
                 self.members_.append(self._fit_member(k, batch, emb, target, strat))
         for net in self.members_:
             net.eval()
         self.glm_ = self._fit_glm(batch, emb, target, strat)
         return self
+
+    # --- settings (the ``auto`` preset) --------------------------------------------------
+    def _s(self, name: str) -> Any:
+        """The value of setting ``name`` in this fit: as given, or as :meth:`_resolve`
+        chose it (:mod:`medweave.models._auto`)."""
+        resolved = getattr(self, "resolved_", None)
+        if resolved is not None and name in resolved:
+            return resolved[name]
+        value = getattr(self, name)
+        return RAW[name] if value == AUTO else value
+
+    def _resolve(self, cohort: Cohort, modalities: list[str], target: Any) -> None:
+        """Choose every ``"auto"`` setting from the training cohort (``settings_``: the
+        chosen values and why; ``settings_warnings_``: what the cohort's size makes
+        doubtful)."""
+        prof = profile(cohort, modalities, self.task, target)
+        omics = tuple(m for m in modalities if cohort.modalities[m].kind == "omics")
+        res = resolve(
+            self.get_params(),
+            prof,
+            task=self.task,
+            cohort=cohort,
+            gene_set_modalities=omics if self.gene_sets is not None else (),
+            encoders=self.encoders,
+        )
+        self.resolved_: dict[str, Any] = res.values
+        self.settings_: dict[str, dict[str, Any]] = res.settings
+        self.settings_warnings_: list[str] = res.warnings
+        self.cohort_profile_: dict[str, Any] = prof.to_json()
+        self._auto = (res, prof)
+        if res.settings:
+            log.info(
+                "auto settings from %d patients, %d %s: %s",
+                prof.patients,
+                prof.events,
+                prof.what_events,
+                ", ".join(f"{k}={v['value']}" for k, v in res.settings.items()),
+            )
+
+    def _check_capacity(self, frozen: list[str]) -> None:
+        """Events per 1,000 trainable parameters of one network (stage-1 encoders, trained
+        apart on their own patients, left out), recorded in ``settings_`` and warned about
+        when few."""
+        res, prof = self._auto
+        skip = tuple(f"encoders.{m}." for m in frozen)
+        trainable = sum(
+            p.numel() for n, p in self.net_.named_parameters() if not n.startswith(skip)
+        )
+        check_capacity(res, prof, int(trainable))
+        self.settings_warnings_ = res.warnings
+
+    def _split(
+        self, rows: np.ndarray, seed: int, strat: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Training and early-stopping rows: ``val_fraction`` of ``rows``, stratified by
+        class where every class can be; none with ``val_fraction`` 0."""
+        fraction = float(self._s("val_fraction"))
+        if not 0 <= fraction < 1:
+            raise InputError(f"val_fraction={fraction!r}; expected a number in [0, 1)")
+        if fraction == 0 or len(rows) < 4:
+            return rows, rows[:0]
+        try:
+            return cast(
+                tuple[np.ndarray, np.ndarray],
+                tuple(
+                    train_test_split(rows, test_size=fraction, random_state=seed, stratify=strat)
+                ),
+            )
+        except ValueError:  # a class too small to stratify on
+            return cast(
+                tuple[np.ndarray, np.ndarray],
+                tuple(train_test_split(rows, test_size=fraction, random_state=seed)),
+            )
 
     def _fit_glm(
         self,
@@ -557,7 +665,7 @@ class MultimodalEstimator(BaseEstimator):
         """The penalised GLM averaged with the networks (``interactions``), on the prepared
         features and ``emb``, the frozen stage-1 embeddings."""
         self.glm_cv_: dict[str, float] = {}
-        if self.interactions is None:
+        if self._s("interactions") is None:
             return None
         vectors = self._glm_modalities()
         if not vectors:
@@ -565,7 +673,7 @@ class MultimodalEstimator(BaseEstimator):
         inputs = self._glm_inputs(batch.inputs, vectors, emb)
         masks = {m: batch.masks[m] for m in vectors}
         pairs = [m for m in vectors if self.preps_[m].kind not in _NO_VECTOR]
-        rank = int(self.interactions)
+        rank = int(self._s("interactions"))
         # Every fusion strategy of a fold has the same GLM: with a store, it is fitted once.
         store = self._store()
         # (The folds' strata are the classes, which the encoded target already holds.)
@@ -582,17 +690,21 @@ class MultimodalEstimator(BaseEstimator):
             g = CrossModalGLM.from_state(json.loads(meta["config"]), state)
             self.glm_cv_ = json.loads(meta["cv"])
         else:
-            g, self.glm_cv_ = fit_glm(
-                self.task_.loss,
-                inputs,
-                masks,
-                target,
-                out_dim=self.task_.out_dim,
-                pairs=pairs,
-                rank=rank,
-                seed=self.seed,
-                strata=strat,
-            )
+            try:
+                g, self.glm_cv_ = fit_glm(
+                    self.task_.loss,
+                    inputs,
+                    masks,
+                    target,
+                    out_dim=self.task_.out_dim,
+                    pairs=pairs,
+                    rank=rank,
+                    seed=self.seed,
+                    strata=strat,
+                )
+            except (ValueError, RuntimeError) as exc:  # e.g. a class too small for its folds
+                self._warn(f"the interactions GLM could not be fitted ({exc}); networks only")
+                return None
             if store is not None:
                 config = json.dumps(g.get_config())
                 store.put(
@@ -647,10 +759,7 @@ class MultimodalEstimator(BaseEstimator):
         """Ensemble member ``k``: its own seed, initialisation and validation split; the
         stage-1 encoders of the first network."""
         seed = self.seed + k
-        rows = np.arange(len(target))
-        train, val = train_test_split(
-            rows, test_size=self.val_fraction, random_state=seed, stratify=strat
-        )
+        train, val = self._split(np.arange(len(target)), seed, strat)
         torch.manual_seed(seed)
         net = _assemble(
             _encoders_from_configs(self.encoder_configs_),
@@ -681,22 +790,61 @@ class MultimodalEstimator(BaseEstimator):
         seed: int | None = None,
     ) -> int:
         """Train ``net`` on rows ``train`` with early stopping on ``val``; restore the best
-        epoch's weights. Returns the number of epochs run."""
+        epoch's weights. Returns the number of epochs run.
+
+        A training that ends with non-finite weights (a diverging loss) is not the end of
+        the fit: the network is re-initialised and trained again at a tenth of the rate
+        with gradients clipped, with a warning in ``settings_warnings_``."""
+        rate = float(lr or self._s("lr"))
+        epochs = self._train_once(net, batch, target, train, val, lr=rate, seed=seed)
+        if _finite(net):
+            return epochs
+        self._warn(
+            f"training diverged (non-finite weights) at lr {rate:g}; trained again from a "
+            f"fresh start at lr {rate / 10:g} with gradients clipped at norm 1"
+        )
+        with torch.no_grad():
+            torch.manual_seed((self.seed if seed is None else seed) + 7919)
+            for module in net.modules():
+                reset = getattr(module, "reset_parameters", None)
+                if module is not net and callable(reset):
+                    reset()
+        epochs = self._train_once(net, batch, target, train, val, lr=rate / 10, seed=seed, clip=1.0)
+        if not _finite(net):
+            raise InputError(
+                f"training diverged twice (lr {rate:g}, then {rate / 10:g} with clipping); "
+                "check the inputs for extreme values, or set a smaller lr"
+            )
+        return epochs
+
+    def _train_once(
+        self,
+        net: _Net,
+        batch: PreparedBatch,
+        target: torch.Tensor,
+        train: np.ndarray,
+        val: np.ndarray,
+        *,
+        lr: float,
+        seed: int | None = None,
+        clip: float | None = None,
+    ) -> int:
         seed = self.seed if seed is None else seed
         L.seed_everything(seed, workers=True, verbose=False)
         if len(val) < 2:  # too few to validate on: monitor the training rows instead
             val = train
+        max_epochs = int(self._s("max_epochs"))
         lit = _Lit(
             net,
             self.task_,
-            lr=lr or self.lr,
+            lr=lr,
             weight_decay=self.weight_decay,
             aux_weight=self.aux_weight,
             impute_weight=float(self.impute_weight),
         )
         train_dl = DataLoader(
             _Rows(batch, target, train),
-            batch_size=self.batch_size,
+            batch_size=int(self._s("batch_size")),
             shuffle=True,
             generator=torch.Generator().manual_seed(seed),
             collate_fn=_collated,
@@ -704,26 +852,28 @@ class MultimodalEstimator(BaseEstimator):
         val_dl = DataLoader(
             _Rows(batch, target, val), batch_size=max(len(val), 1), collate_fn=_collated
         )
+        patience = int(self._s("patience"))
         with tempfile.TemporaryDirectory(prefix="medweave-ckpt-") as ckpt_dir:
             checkpoint = L.pytorch.callbacks.ModelCheckpoint(
                 dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1
             )
             with _lightning_quiet(verbose=self.verbose):
                 trainer = L.Trainer(
-                    max_epochs=self.max_epochs,
-                    min_epochs=min(self.min_epochs, self.max_epochs),
+                    max_epochs=max_epochs,
+                    min_epochs=min(int(self._s("min_epochs")), max_epochs),
                     accelerator=self.accelerator,
                     devices=self.devices,
                     strategy=self.strategy,
                     deterministic=True,
                     callbacks=[
-                        L.pytorch.callbacks.EarlyStopping("val_loss", patience=self.patience),
+                        L.pytorch.callbacks.EarlyStopping("val_loss", patience=patience),
                         checkpoint,
                     ],
                     logger=False,
                     enable_progress_bar=self.verbose,
                     enable_model_summary=False,
                     num_sanity_val_steps=0,
+                    gradient_clip_val=clip,
                 )
             with warnings.catch_warnings(), _lightning_quiet(verbose=self.verbose):
                 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -735,6 +885,11 @@ class MultimodalEstimator(BaseEstimator):
                 state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
                 lit.load_state_dict(state)
         return int(trainer.current_epoch)
+
+    def _warn(self, message: str) -> None:
+        """A warning about this fit: logged, and kept in ``settings_warnings_``."""
+        log.warning("%s", message)
+        self.settings_warnings_ = [*getattr(self, "settings_warnings_", []), message]
 
     def _pretrain(
         self,
@@ -759,12 +914,12 @@ class MultimodalEstimator(BaseEstimator):
         single = self._stage1_net(modality)
         sub = PreparedBatch({modality: batch.inputs[modality]}, {modality: batch.masks[modality]})
         store = self._store()
-        key = store_key(self, modality, self.preps_[modality], target, train, val)
+        key = store_key(self._key_view(), modality, self.preps_[modality], target, train, val)
         if store is not None and (state := store.get(key)) is not None:
             single.load_state_dict(state)
             epochs = int(store.epochs(key))
         else:
-            epochs = self._train(single, sub, target, train, val, lr=self.pretrain_lr)
+            epochs = self._train(single, sub, target, train, val, lr=self._s("pretrain_lr"))
             if store is not None:
                 store.put(key, single.state_dict(), epochs=epochs)
         if whole:
@@ -775,13 +930,30 @@ class MultimodalEstimator(BaseEstimator):
             self.net_.encoders[modality] = frozen
         return epochs
 
+    def _key_view(self) -> Any:
+        """This estimator as :func:`~medweave.models._store.store_key` reads it, with the
+        settings this fit uses (the ``auto`` ones as chosen), so a stage-1 encoder is
+        shared exactly between fits that would train it the same."""
+        names = (
+            "embed_dim", "fused_dim", "max_epochs", "min_epochs", "batch_size", "patience",
+            "lr", "pretrain_lr",
+        )  # fmt: skip
+        return SimpleNamespace(
+            task=self.task,
+            task_params=self.task_params,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+            encoder_configs_=self.encoder_configs_,
+            **{k: self._s(k) for k in names},
+        )
+
     def _stage1_net(self, modality: str) -> _Net:
         """A fresh single-modality network (encoder, concat projection, head), initialised
         from the seed and the modality alone, so every estimator of a grid that trains this
         encoder on the same fold starts from the same weights."""
         torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(modality.encode()))
         encoder = _encoders_from_configs({modality: self.encoder_configs_[modality]})[modality]
-        fusion = build_fusion("concat", {modality: encoder.out_dim}, out_dim=self.fused_dim)
+        fusion = build_fusion("concat", {modality: encoder.out_dim}, out_dim=self._s("fused_dim"))
         head = self.task_.make_head(fusion.out_dim)
         return _Net({modality: encoder}, fusion, head, modality_dropout=0.0)
 
@@ -795,35 +967,37 @@ class MultimodalEstimator(BaseEstimator):
     def _components(self, cohort: Cohort, modalities: list[str]) -> dict[str, int]:
         """Principal components per modality (``pca``): an int applies to every feature
         modality with more features than that."""
-        if self.pca is None:
+        pca = self._s("pca")
+        if pca is None:
             return {}
-        if isinstance(self.pca, dict):  # shared by a study's models: others' entries unused
-            unknown = sorted(set(self.pca) - set(cohort.modalities))
+        if isinstance(pca, dict):  # shared by a study's models: others' entries unused
+            unknown = sorted(set(pca) - set(cohort.modalities))
             if unknown:
                 raise InputError(
                     f"pca: {unknown} not among the cohort's modalities {list(cohort.modalities)}"
                 )
-            return {m: int(k) for m, k in self.pca.items() if m in modalities}
+            return {m: int(k) for m, k in pca.items() if m in modalities}
         return {
-            m: int(self.pca)
+            m: int(pca)
             for m in modalities
             if cohort.modalities[m].kind != "image"
-            and len(cohort.modalities[m].feature_names) > int(self.pca)
+            and len(cohort.modalities[m].feature_names) > int(pca)
         }
 
     def _pca_keep(self, cohort: Cohort, components: dict[str, int]) -> dict[str, list[str]]:
         """The ``pca_keep`` features of each modality reduced to principal components."""
-        if not self.pca_keep:
+        pca_keep = self._s("pca_keep")
+        if not pca_keep:
             return {}
-        if isinstance(self.pca_keep, dict):
-            unknown = sorted(set(self.pca_keep) - set(cohort.modalities))
+        if isinstance(pca_keep, dict):
+            unknown = sorted(set(pca_keep) - set(cohort.modalities))
             if unknown:
                 raise InputError(
                     f"pca_keep: {unknown} not among the cohort's modalities "
                     f"{list(cohort.modalities)}"
                 )
-            return {m: list(self.pca_keep.get(m, [])) for m in components}
-        names = list(self.pca_keep)  # shared by a study's models: may name unused features
+            return {m: list(pca_keep.get(m, [])) for m in components}
+        names = list(pca_keep)  # shared by a study's models: may name unused features
         known = {f for b in cohort.modalities.values() for f in b.feature_names}
         if missing := [f for f in names if f not in known]:
             raise InputError(
@@ -877,7 +1051,10 @@ class MultimodalEstimator(BaseEstimator):
         chosen = dict(self.encoders or {})
         for m, prep in self.preps_.items():
             name = chosen.get(m) or DEFAULT_ENCODERS[prep.kind]
-            params = {"out_dim": self.embed_dim, **(self.encoder_params or {}).get(m, {})}
+            params = {
+                "out_dim": self._s("embed_dim"),
+                **(self._s("encoder_params") or {}).get(m, {}),
+            }
             groups: dict[str, list[int]] = {}
             if m in gene_sets:
                 if name != "omics_mlp":
@@ -906,7 +1083,7 @@ class MultimodalEstimator(BaseEstimator):
             encoders,
             self.task_,
             fusion=self.fusion,
-            fusion_kwargs={"out_dim": self.fused_dim, **(self.fusion_params or {})},
+            fusion_kwargs={"out_dim": self._s("fused_dim"), **(self._s("fusion_params") or {})},
             imputer_config={} if self.impute and len(encoders) > 1 else None,
             modality_dropout=self.modality_dropout,
             aux_weight=self.aux_weight,
@@ -1032,6 +1209,13 @@ class MultimodalEstimator(BaseEstimator):
             "n_epochs": self.n_epochs_,
             "ensemble": {"members": len(self.members_), "shared_encoders": self.shared_encoders_},
             "glm": None if g is None else g.get_config(),
+            "settings": jsonable(getattr(self, "resolved_", {})),
+            "auto": {
+                "preset": self.preset,
+                "cohort": getattr(self, "cohort_profile_", None),
+                "settings": jsonable(getattr(self, "settings_", {})),
+                "warnings": list(getattr(self, "settings_warnings_", [])),
+            },
         }
         out = Path(path)
         with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -1097,6 +1281,12 @@ class MultimodalEstimator(BaseEstimator):
         est.imputer_config_ = meta.get("imputer")
         est.modalities_ = list(meta["modalities"])
         est.n_epochs_ = int(meta.get("n_epochs", 0))
+        auto = meta.get("auto") or {}
+        if meta.get("settings"):  # bundles from before the preset hold the values in params
+            est.resolved_ = dict(meta["settings"])
+        est.settings_ = dict(auto.get("settings") or {})
+        est.settings_warnings_ = list(auto.get("warnings") or [])
+        est.cohort_profile_ = auto.get("cohort") or {}
         return est
 
 
@@ -1190,6 +1380,11 @@ def _aux_heads(task: Task, encoders: dict[str, Encoder], *, weight: float) -> di
     if weight <= 0:
         return {}
     return {m: task.make_head(e.out_dim) for m, e in encoders.items()}
+
+
+def _finite(net: nn.Module) -> bool:
+    """Whether every weight of ``net`` is a finite number."""
+    return all(bool(torch.isfinite(p).all()) for p in net.parameters())
 
 
 def _input_kind(kind: str) -> Any:
