@@ -16,7 +16,12 @@ from medweave.errors import InputError
 from medweave.experiment._jobs import FoldJob, ModelSpec, make_estimator
 from medweave.models._gbm_cox import CoxObjective, cox_metric
 from medweave.models._tabular import association, informative_columns, screen_features
-from medweave.models.baselines import SMALL_COHORT_ROUNDS, CoxPHBaseline, LightGBMBaseline
+from medweave.models.baselines import (
+    SINGLE_THREAD_CELLS,
+    SMALL_COHORT_ROUNDS,
+    CoxPHBaseline,
+    LightGBMBaseline,
+)
 from medweave.models.tasks import c_index
 
 from ._fresh import assert_reloads_in_fresh_process
@@ -270,3 +275,10 @@ def test_class_weights_name_classes_of_the_outcome(train: Cohort) -> None:
     assert balanced.mean() > plain
     with pytest.raises(InputError, match="class 7"):
         base.set_params(class_weight={7: 2.0}).fit(train)
+
+
+def test_threads_one_on_small_data_every_core_on_large_unless_given() -> None:
+    auto = LightGBMBaseline()
+    assert auto._threads(800 * 300) == 1  # OpenMP barriers cost more than they gain
+    assert auto._threads(SINGLE_THREAD_CELLS) == 0  # LightGBM's default: every core
+    assert LightGBMBaseline(num_threads=3)._threads(800 * 300) == 3

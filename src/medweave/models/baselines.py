@@ -64,6 +64,13 @@ LIGHTGBM_TASKS = ("binary", "multiclass", "regression", "survival")
 #: early stopping would follow noise, so a fixed SMALL_COHORT_ROUNDS rounds are fitted
 MIN_VALIDATION = 10
 SMALL_COHORT_ROUNDS = 100
+#: ``num_threads=None`` fits on one thread below this many training values (patients x
+#: features kept). On such data LightGBM's OpenMP threads meet at a barrier after every
+#: histogram and split, which costs more than they gain, and on a busy machine, where one
+#: thread waits for another to be scheduled, far more: a study run with ``workers: 1`` on
+#: a 2-core machine shared with other jobs took 4-130 s a fit of 1,000 patients on every
+#: core against 0.8 s on one (800 patients, 2 threads: 9.0 s; one: 0.7 s).
+SINGLE_THREAD_CELLS = 10_000_000
 
 # The defaults, measured on the built synthetic cohort (`medweave synth --out /tmp/c3k
 # --patients 3000 --seed 3`, `medweave build /tmp/c3k/cohort.yaml --out /tmp/c3k-cohort`:
@@ -103,7 +110,8 @@ class LightGBMBaseline(CohortBaseline):
     * trees: 63 histogram bins, half the features per tree, bagging 80% of the patients.
 
     Training is deterministic for a given ``random_state`` (``deterministic=True`` and
-    row-wise histograms), whatever ``num_threads``. ``lgbm_params`` passes further
+    row-wise histograms), whatever ``num_threads``; None uses one thread on small training
+    sets (``SINGLE_THREAD_CELLS``) and every core on large ones. ``lgbm_params`` passes further
     LightGBM parameters.
     """
 
@@ -154,6 +162,13 @@ class LightGBMBaseline(CohortBaseline):
         self.deterministic = deterministic
         self.lgbm_params = lgbm_params
 
+    def _threads(self, cells: int) -> int:
+        """``num_threads``, or when None: one thread below ``SINGLE_THREAD_CELLS`` training
+        values, else LightGBM's default (0: every core)."""
+        if self.num_threads is not None:
+            return self.num_threads
+        return 1 if cells < SINGLE_THREAD_CELLS else 0
+
     def _check_params(self) -> None:
         if self.task not in LIGHTGBM_TASKS:
             raise InputError(
@@ -179,8 +194,9 @@ class LightGBMBaseline(CohortBaseline):
                 f"{self.validation_fraction}"
             )
 
-    def _params(self) -> dict[str, Any]:
-        """LightGBM's training parameters, without the objective."""
+    def _params(self, cells: int) -> dict[str, Any]:
+        """LightGBM's training parameters for a training matrix of ``cells`` values,
+        without the objective."""
         return {
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
@@ -193,7 +209,7 @@ class LightGBMBaseline(CohortBaseline):
             "reg_lambda": self.reg_lambda,
             "max_bin": self.max_bin,
             "seed": self.random_state,
-            "num_threads": self.num_threads or 0,
+            "num_threads": self._threads(cells),
             "deterministic": self.deterministic,
             "force_row_wise": True,
             "verbose": -1,
@@ -258,7 +274,7 @@ class LightGBMBaseline(CohortBaseline):
         """The booster: early-stopped on an inner split, then refitted on every row."""
         import lightgbm as lgb
 
-        params = self._params()
+        params = self._params(x.size)
         weight = self._sample_weight(label, task)
         dataset = lgb.Dataset(
             x,
