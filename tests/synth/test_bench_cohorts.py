@@ -105,3 +105,17 @@ def test_scenarios_are_affordable_and_distinct() -> None:
     }
     assert len(knobs) == len(SCENARIOS) - 1  # baseline and baseline-survival share a draw
     assert quick_patients(2000) == 400 and quick_patients(400) == 300
+
+
+def test_stack_of_peers_is_not_multimodal(bench: ModuleType) -> None:
+    peers_only = _result(
+        bench, "p", [("stack", "stack", 0.80), ("lightgbm", "lightgbm", 0.78)], ceiling=0.85
+    )
+    assert peers_only.best("multimodal") is None and peers_only.difference() is None
+    assert bench.verdict_level(peers_only) == "—"
+    with_fusion = _result(
+        bench,
+        "f",
+        [("stack", "stack", 0.80), ("fusion:late", "fusion", 0.70), ("coxph", "coxph", 0.78)],
+    )
+    assert with_fusion.best("multimodal").name == "stack"
