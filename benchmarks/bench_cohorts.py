@@ -150,15 +150,25 @@ def run_default_study(
     if finished and json.loads(run_json.read_text()).get("study") == expected:
         print(f"  {run_dir.name}: reusing {results}", flush=True)
         return dict(json.loads(results.read_text()))
-    t0 = time.perf_counter()
+    t0 = time.time()
     try:
-        out = run_study(study_path, run_dir, resume=run_json.is_file(), overwrite=True, quiet=True)
-    except InputError as exc:
-        if "different study or cohort" not in str(exc):
+        try:
+            doc = run_study(
+                study_path, run_dir, resume=run_json.is_file(), overwrite=True, quiet=True
+            ).results
+        except InputError as exc:
+            if "different study or cohort" not in str(exc):
+                raise
+            doc = run_study(study_path, run_dir, overwrite=True, quiet=True).results
+    except Exception as exc:
+        # results.json is written before the HTML report: a failure after it (the report)
+        # does not cost the figures.
+        if not (results.is_file() and results.stat().st_mtime >= t0):
             raise
-        out = run_study(study_path, run_dir, overwrite=True, quiet=True)
-    print(f"  {run_dir.name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return out.results
+        print(f"  {run_dir.name}: after results.json: {type(exc).__name__}: {exc}", flush=True)
+        doc = json.loads(results.read_text())
+    print(f"  {run_dir.name}: {time.time() - t0:.0f} s", flush=True)
+    return dict(doc)
 
 
 def _scores(doc: dict[str, Any], metric: str) -> dict[str, tuple[str, float, float, float]]:
@@ -418,6 +428,7 @@ def render(
     folds: int,
     real_note: str | None,
     grid: dict[str, Any] | None = None,
+    failed: list[str] | None = None,
 ) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     md = ["# Benchmarks: the default study on many cohorts", ""]
@@ -449,6 +460,11 @@ def render(
         "min–max of the repeats).",
         "",
         *target_summary(results),
+        *(
+            [f"- Not measured (failed to run, see below): {len(failed)} cohort(s)."]
+            if failed
+            else []
+        ),
         "",
         "## Summary",
         "",
@@ -470,6 +486,8 @@ def render(
         md += ["", f"## {title}", ""]
         if not synthetic and real_note:
             md += [real_note, ""]
+        if synthetic and failed:
+            md += [*failed, ""]
         for r in group:
             md += [f"### {r.name}", "", r.what + ".", ""]
             if not synthetic:
@@ -537,22 +555,27 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     results: list[CohortResult] = []
     skipped: list[str] = []
+    failed: list[str] = []
     grid = GRIDS[args.grid]
     try:
         for sc in SCENARIOS.values():
             if only and sc.name not in only:
                 continue
             print(f"{sc.name} (synthetic, {sc.task})", flush=True)
-            results.append(
-                run_synthetic(
-                    sc,
-                    out,
-                    quick=args.quick,
-                    folds=args.folds,
-                    workers=args.workers,
-                    grid=grid,
+            try:
+                results.append(
+                    run_synthetic(
+                        sc,
+                        out,
+                        quick=args.quick,
+                        folds=args.folds,
+                        workers=args.workers,
+                        grid=grid,
+                    )
                 )
-            )
+            except Exception as exc:  # one broken cohort does not cost the others' figures
+                print(f"  failed: {type(exc).__name__}: {exc}", flush=True)
+                failed.append(f"- {sc.name}: failed ({type(exc).__name__}: {exc})")
         for name, make in real.items():
             if only and name not in only:
                 continue
@@ -572,6 +595,9 @@ def main() -> int:
             except InputError as exc:  # e.g. its package is not installed: say so, go on
                 print(f"  skipped: {exc}", flush=True)
                 skipped.append(f"- {name}: not run ({exc})")
+            except Exception as exc:
+                print(f"  failed: {type(exc).__name__}: {exc}", flush=True)
+                skipped.append(f"- {name}: failed ({type(exc).__name__}: {exc})")
     finally:
         if args.out is None:
             shutil.rmtree(out, ignore_errors=True)
@@ -587,6 +613,7 @@ def main() -> int:
         folds=args.folds,
         real_note=real_note,
         grid=grid,
+        failed=failed,
     )
     with atomic_file(args.md) as tmp:
         tmp.write_text(text)
