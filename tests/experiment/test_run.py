@@ -60,6 +60,9 @@ def test_results_follow_the_schema_and_name_every_model(finished: RunResult) -> 
     assert on_disk["best_single"].startswith("single:")
     compared = {c["model"] for c in on_disk["comparisons"]}
     assert compared == {"fusion:concat", "lightgbm", "stack"}
+    # Neural models carry the settings their estimator chose, with the reasons.
+    concat = next(m for m in on_disk["models"] if m["name"] == "fusion:concat")
+    assert concat["settings"]["ensemble"]["reason"] and "settings" not in on_disk["models"][4]
     # The stack: non-negative weights over every other model, one set per fold.
     stack = on_disk["models"][-1]["stack"]
     assert stack["members"] == names[:-1] and stack["bundle"] is True

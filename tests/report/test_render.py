@@ -291,6 +291,23 @@ def test_few_data_are_said(binary_results: dict[str, Any], tmp_path: Path) -> No
     assert "0.0034 patients with the outcome per candidate feature (12,020)." in html
 
 
+def test_settings_the_estimator_chose_are_listed_with_reasons(
+    binary_results: dict[str, Any], tmp_path: Path
+) -> None:
+    assert 'id="chosen-settings"' not in _page(binary_results, tmp_path)
+    best = max(binary_results["models"], key=lambda m: m["metrics"]["auroc"]["estimate"])
+    best["settings"] = {
+        "ensemble": {"value": 3, "reason": "three networks averaged"},
+        "pca": {"value": {"omics": 16}, "reason": "about 22 events per component"},
+    }
+    best["warnings"] = ["fold 0: 40 events per 1,000 parameters"]
+    html = _page(binary_results, tmp_path)
+    assert "<td>pca</td><td>omics 16</td><td>about 22 events per component</td>" in html
+    assert "<li>fold 0: 40 events per 1,000 parameters</li>" in html
+    # the sentence on how the models were built reads the chosen settings too
+    assert "each neural model averages 3 networks" in html
+
+
 def test_the_stack_s_vote_in_words(binary_results: dict[str, Any], tmp_path: Path) -> None:
     assert 'id="stack-weights"' not in _page(binary_results, tmp_path)
     stack = {**binary_results["models"][0], "name": "stack", "kind": "stack", "fusion": None}

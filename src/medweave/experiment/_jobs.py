@@ -9,6 +9,7 @@ job is done.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,8 +22,17 @@ import numpy as np
 from medweave._atomic import atomic_file
 from medweave.cohort import Cohort
 from medweave.experiment._study import StudyConfig
+from medweave.models._bundle import jsonable
 
-__all__ = ["FoldJob", "ModelSpec", "plan_models", "run_job", "shared_artifacts"]
+__all__ = [
+    "FoldJob",
+    "ModelSpec",
+    "job_settings",
+    "load_job_result",
+    "plan_models",
+    "run_job",
+    "shared_artifacts",
+]
 
 #: Feature-block kinds the classical baselines can use (images need an encoder).
 TABULAR_KINDS = ("tabular", "omics", "exposure")
@@ -192,6 +202,10 @@ def run_job(job: FoldJob) -> dict[str, Any]:
     est.fit(train)
     seconds = time.perf_counter() - t0
     arrays: dict[str, np.ndarray] = {"seconds": np.array(seconds)}
+    settings = getattr(est, "settings_", None)
+    if settings is not None:  # the auto preset's choices and warnings, as JSON text
+        chosen = {"settings": settings, "warnings": list(getattr(est, "settings_warnings_", []))}
+        arrays["settings"] = np.array(json.dumps(jsonable(chosen), default=str))
     if job.fold >= 0:
         arrays["train"], arrays["test"] = job.train, job.test
         arrays["pred"] = _predict(est, cohort.take(job.test), job.task)
@@ -208,3 +222,11 @@ def run_job(job: FoldJob) -> dict[str, Any]:
 def load_job_result(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
+
+
+def job_settings(result: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """The settings a job's estimator chose (``settings``, ``warnings``), if it recorded
+    any."""
+    if "settings" not in result:
+        return None
+    return dict(json.loads(str(result["settings"])))

@@ -26,7 +26,13 @@ from medweave._atomic import atomic_file
 from medweave.cohort import Cohort
 from medweave.errors import InputError
 from medweave.experiment._executors import execute
-from medweave.experiment._jobs import FoldJob, load_job_result, plan_models, shared_artifacts
+from medweave.experiment._jobs import (
+    FoldJob,
+    job_settings,
+    load_job_result,
+    plan_models,
+    shared_artifacts,
+)
 from medweave.experiment._results import MAIN_METRIC, Outcomes, assemble, ceilings
 from medweave.experiment._stack import STACK, fit_stack
 from medweave.experiment._stratify import stratification
@@ -354,11 +360,21 @@ def _run(
     t0 = time.perf_counter()
     results: dict[str, list[dict[str, np.ndarray]]] = {s.name: [] for s in specs}
     fit_seconds: dict[str, float] = {}
+    chosen: dict[str, dict[str, Any]] = {}
     for job in jobs:
         res = load_job_result(job.out)
         fit_seconds[job.model.name] = fit_seconds.get(job.model.name, 0.0) + float(res["seconds"])
         if job.fold >= 0:
             results[job.model.name].append(res)
+        settings = job_settings(res)
+        if settings is not None:
+            # the final model's settings; every fold's warnings, each said once
+            entry = chosen.setdefault(job.model.name, {"settings": {}, "warnings": []})
+            if job.fold < 0:
+                entry["settings"] = settings["settings"]
+            for w in settings["warnings"]:
+                where = "all patients" if job.fold < 0 else f"fold {job.fold}"
+                entry["warnings"].append(f"{where}: {w}")
     stack_info = None
     if study.models.stack:
         fitted = fit_stack(
@@ -393,6 +409,8 @@ def _run(
     for m in doc["models"]:
         if m["kind"] == STACK:
             m["stack"] = stack_info
+        if m["name"] in chosen:
+            m.update(chosen[m["name"]])
     steps["evaluation"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     doc["stratification"] = stratification(

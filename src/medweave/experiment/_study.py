@@ -40,8 +40,9 @@ __all__ = ["ModelsSpec", "StudyConfig", "load_study", "parse_study"]
 FUSION_DEFAULT = ["early", "late", "concat", "attention", "gated", "tensor"]
 #: the classical peers per task (``models/baselines.py``); for survival, ``lightgbm`` boosts
 #: the Cox partial likelihood (gradient-boosted survival)
-BINARY_BASELINES = ("lightgbm", "elasticnet")
-SURVIVAL_BASELINES = ("coxph", "coxnet", "lightgbm")
+Baseline = Literal["lightgbm", "elasticnet", "coxph", "coxnet"]
+BINARY_BASELINES: tuple[Baseline, ...] = ("lightgbm", "elasticnet")
+SURVIVAL_BASELINES: tuple[Baseline, ...] = ("coxph", "coxnet", "lightgbm")
 
 
 class ModelsSpec(_Strict):
@@ -53,7 +54,7 @@ class ModelsSpec(_Strict):
     #: binary: ``lightgbm``, ``elasticnet``; survival: ``coxph``, ``coxnet``, ``lightgbm``
     #: (gradient boosting of the Cox partial likelihood). Not given:
     #: every classical peer of the task (a reviewer asks for them, and the stack uses them).
-    baselines: list[Literal["lightgbm", "elasticnet", "coxph", "coxnet"]] | None = None
+    baselines: list[Baseline] | None = None
     #: A super learner over every other model's out-of-fold predictions
     #: (``experiment/_stack.py``), reported as a model of its own.
     stack: bool = True

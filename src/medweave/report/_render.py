@@ -181,7 +181,8 @@ def _context(results: dict[str, Any]) -> dict[str, Any]:
         "events_word": "events" if task == "survival" else "patients with the outcome",
         "created": _date(results["study"]["created"]),
         "validation": _validation(results["study"]),
-        "neural": _neural(results["study"].get("estimator") or {}),
+        "neural": _neural(_used_settings(results["study"].get("estimator") or {}, ranked)),
+        "chosen": _chosen(ranked),
         "main": main,
         "main_label": _metric_label(main),
         "finding": _finding(results, ranked, by_name, main),
@@ -237,6 +238,41 @@ def _validation(study: dict[str, Any]) -> str:
     else:
         text = f"fixed train/test split (seed {v['seed']})"
     return f"{text}; {fmt_count(study['n_bootstrap'])} bootstrap resamples for intervals"
+
+
+def _best_with_settings(ranked: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best model whose estimator recorded the settings it chose (a neural model)."""
+    return next((m for m in ranked if m.get("settings")), None)
+
+
+def _used_settings(study: dict[str, Any], ranked: list[dict[str, Any]]) -> dict[str, Any]:
+    """The neural models' settings: the study's, over what the best one chose itself."""
+    model = _best_with_settings(ranked)
+    chosen = {k: v["value"] for k, v in (model or {}).get("settings", {}).items()}
+    return {**chosen, **study}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_value(v)}" for k, v in value.items()) or DASH
+    if isinstance(value, list | tuple):
+        return ", ".join(_value(v) for v in value) or DASH
+    if isinstance(value, float):
+        return f"{value:g}"
+    return DASH if value is None else str(value)
+
+
+def _chosen(ranked: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The settings the best neural model chose for this cohort, with the reasons, and
+    the warnings its fits gave."""
+    model = _best_with_settings(ranked)
+    if model is None:
+        return None
+    rows = [
+        {"name": name, "value": _value(s.get("value")), "reason": s.get("reason", "")}
+        for name, s in model["settings"].items()
+    ]
+    return {"model": model["name"], "rows": rows, "warnings": model.get("warnings") or []}
 
 
 def _neural(settings: dict[str, Any]) -> str:
