@@ -31,9 +31,9 @@ FAST = {
 @pytest.fixture(scope="module")
 def fused(split: tuple[Cohort, Cohort]) -> MultimodalEstimator:
     train, _ = split
-    return MultimodalEstimator(task="binary", modalities=TABULAR, fusion="concat", **FAST).fit(
-        train
-    )
+    return MultimodalEstimator(
+        preset="none", task="binary", modalities=TABULAR, fusion="concat", **FAST
+    ).fit(train)
 
 
 def test_fusion_is_far_above_chance_and_not_below_single_modalities(
@@ -44,7 +44,9 @@ def test_fusion_is_far_above_chance_and_not_below_single_modalities(
     fused_auc = roc_auc_score(y, fused.predict_proba(test))
     singles = {}
     for m in TABULAR:
-        est = MultimodalEstimator(task="binary", modalities=[m], fusion="concat", **FAST).fit(train)
+        est = MultimodalEstimator(
+            preset="none", task="binary", modalities=[m], fusion="concat", **FAST
+        ).fit(train)
         singles[m] = roc_auc_score(y, est.predict_proba(test))
     # 240 test patients: an AUROC's standard error is about 0.035, so the margin over the
     # best single modality is measured in benchmarks/, on 2,000 patients with folds.
@@ -72,8 +74,8 @@ def test_same_seed_same_predictions(split: tuple[Cohort, Cohort]) -> None:
         "max_epochs": 5,
         "patience": 5,
     }
-    a = MultimodalEstimator(**params).fit(train).predict_proba(test)
-    b = MultimodalEstimator(**params).fit(train).predict_proba(test)
+    a = MultimodalEstimator(preset="none", **params).fit(train).predict_proba(test)
+    b = MultimodalEstimator(preset="none", **params).fit(train).predict_proba(test)
     np.testing.assert_array_equal(a, b)
 
 
@@ -131,7 +133,9 @@ def test_bundle_on_data_with_missing_features(
 
 def test_cox_survival(split: tuple[Cohort, Cohort]) -> None:
     train, test = split
-    est = MultimodalEstimator(task="cox", modalities=TABULAR, fusion="concat", **FAST).fit(train)
+    est = MultimodalEstimator(
+        preset="none", task="cox", modalities=TABULAR, fusion="concat", **FAST
+    ).fit(train)
     # Harrell's C on 240 test patients has a standard error of about 0.03: four above chance.
     assert est.score(test) > 0.62
     risk = est.predict_risk(test)
@@ -141,7 +145,12 @@ def test_cox_survival(split: tuple[Cohort, Cohort]) -> None:
 def test_auxiliary_heads_train_and_round_trip(split: tuple[Cohort, Cohort], tmp_path: Path) -> None:
     train, test = split
     est = MultimodalEstimator(
-        task="binary", modalities=["ehr", "omics"], fusion="late", aux_weight=0.5, max_epochs=3
+        preset="none",
+        task="binary",
+        modalities=["ehr", "omics"],
+        fusion="late",
+        aux_weight=0.5,
+        max_epochs=3,
     ).fit(train)
     assert set(est.net_.aux_heads) == {"ehr", "omics"}
     est.save(tmp_path / "b")
@@ -153,6 +162,7 @@ def test_images_train_end_to_end(split: tuple[Cohort, Cohort]) -> None:
     """DICOM files are loaded (MONAI), encoded by the CNN and fused with the EHR."""
     train, test = split
     est = MultimodalEstimator(
+        preset="none",
         task="binary",
         modalities=["ehr", "imaging"],
         fusion="gated",
@@ -168,8 +178,10 @@ def test_images_train_end_to_end(split: tuple[Cohort, Cohort]) -> None:
 def test_min_epochs_holds_early_stopping_back(split: tuple[Cohort, Cohort]) -> None:
     train, _ = split
     settings = {**FAST, "patience": 1, "max_epochs": 12}
-    early = MultimodalEstimator(modalities=["environment"], **settings).fit(train)
-    held = MultimodalEstimator(modalities=["environment"], **settings, min_epochs=10).fit(train)
+    early = MultimodalEstimator(preset="none", modalities=["environment"], **settings).fit(train)
+    held = MultimodalEstimator(
+        preset="none", modalities=["environment"], **settings, min_epochs=10
+    ).fit(train)
     assert held.n_epochs_ >= 9 > early.n_epochs_
 
 
@@ -179,19 +191,21 @@ def test_image_intensity_window_is_applied_and_kept_in_bundles(
     """CT in HU through a fixed window lands in [0, 1]; the file's own window works too."""
     train, test = split
     common = {"modalities": ["imaging"], "image_size": (32, 32), "max_epochs": 1}
-    est = MultimodalEstimator(**common, image_intensity=(-1000, 400)).fit(train)
+    est = MultimodalEstimator(preset="none", **common, image_intensity=(-1000, 400)).fit(train)
     block = test.modalities["imaging"]
     pixels = est.preps_["imaging"].transform(block).numpy()[block.present]
     assert pixels.min() == 0.0 and pixels.max() <= 1.0 and pixels.max() > 0.5
-    zscored = MultimodalEstimator(**common).fit(train).preps_["imaging"].transform(block)
+    zscored = (
+        MultimodalEstimator(preset="none", **common).fit(train).preps_["imaging"].transform(block)
+    )
     assert zscored.numpy()[block.present].min() < 0  # the default differs
     est.save(tmp_path / "window")
     again = MultimodalEstimator.load(tmp_path / "window")
     np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
-    header = MultimodalEstimator(**common, image_intensity="window").fit(train)
+    header = MultimodalEstimator(preset="none", **common, image_intensity="window").fit(train)
     assert header.preps_["imaging"].transform(block).numpy().max() <= 1.0
     with pytest.raises(InputError, match="image_intensity 'hu' is not zscore"):
-        MultimodalEstimator(**common, image_intensity="hu").fit(train)
+        MultimodalEstimator(preset="none", **common, image_intensity="hu").fit(train)
 
 
 def test_pretrained_encoder_is_trained_once_and_shared(
@@ -200,9 +214,11 @@ def test_pretrained_encoder_is_trained_once_and_shared(
     train, test = split
     store = tmp_path / "store"
     common = {**FAST, "pretrain": ["ehr"], "encoder_store": str(store)}
-    single = MultimodalEstimator(modalities=["ehr"], **common).fit(train)
+    single = MultimodalEstimator(preset="none", modalities=["ehr"], **common).fit(train)
     assert len(list(store.glob("*.safetensors"))) == 1
-    fused = MultimodalEstimator(modalities=["ehr", "omics"], fusion="late", **common).fit(train)
+    fused = MultimodalEstimator(
+        preset="none", modalities=["ehr", "omics"], fusion="late", **common
+    ).fit(train)
     assert len(list(store.glob("*.safetensors"))) == 1  # reused, not trained again
     a = single.net_.encoders["ehr"].state_dict()
     b = fused.net_.encoders["ehr"].state_dict()
@@ -210,7 +226,9 @@ def test_pretrained_encoder_is_trained_once_and_shared(
     # ... and stays frozen while the rest of the network trains.
     assert not any(p.requires_grad for p in fused.net_.encoders["ehr"].parameters())
     # Without the store the same encoder comes out of training again.
-    fresh = MultimodalEstimator(modalities=["ehr"], **{**common, "encoder_store": None})
+    fresh = MultimodalEstimator(
+        preset="none", modalities=["ehr"], **{**common, "encoder_store": None}
+    )
     np.testing.assert_array_equal(fresh.fit(train).predict_proba(test), single.predict_proba(test))
 
 
@@ -219,7 +237,7 @@ def test_principal_components_are_fitted_on_training_rows_and_kept_in_bundles(
 ) -> None:
     train, test = split
     settings = {**FAST, "pca": {"omics": 6}}
-    est = MultimodalEstimator(modalities=["ehr", "omics"], **settings).fit(train)
+    est = MultimodalEstimator(preset="none", modalities=["ehr", "omics"], **settings).fit(train)
     assert est.preps_["omics"].input_shape() == (6,)
     scores = est.preps_["omics"].transform(train.modalities["omics"]).numpy()
     present = train.modalities["omics"].present
@@ -229,7 +247,9 @@ def test_principal_components_are_fitted_on_training_rows_and_kept_in_bundles(
     again = MultimodalEstimator.load(tmp_path / "pca")
     np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
     with pytest.raises(InputError, match=r"pca: \['omic'\] not among the cohort's modalities"):
-        MultimodalEstimator(modalities=["ehr"], **{**FAST, "pca": {"omic": 4}}).fit(train)
+        MultimodalEstimator(preset="none", modalities=["ehr"], **{**FAST, "pca": {"omic": 4}}).fit(
+            train
+        )
 
 
 def test_iterative_feature_imputation_is_kept_in_bundles(
@@ -237,7 +257,9 @@ def test_iterative_feature_imputation_is_kept_in_bundles(
 ) -> None:
     train, test = split
     settings = {**FAST, "max_epochs": 5, "pca": None, "feature_imputation": "iterative"}
-    est = MultimodalEstimator(modalities=["ehr"], fusion="concat", **settings).fit(train)
+    est = MultimodalEstimator(preset="none", modalities=["ehr"], fusion="concat", **settings).fit(
+        train
+    )
     prep = est.preps_["ehr"]
     block = test.modalities["ehr"]
     gaps = np.isnan(block.x[:, prep.arrays["keep"].astype(bool)])
@@ -252,7 +274,9 @@ def test_iterative_feature_imputation_is_kept_in_bundles(
     again = MultimodalEstimator.load(tmp_path / "iterative")
     np.testing.assert_array_equal(again.predict_proba(test), est.predict_proba(test))
     with pytest.raises(InputError, match="feature_imputation='mice'; expected 'median' or"):
-        MultimodalEstimator(modalities=["ehr"], feature_imputation="mice", **FAST).fit(train)
+        MultimodalEstimator(
+            preset="none", modalities=["ehr"], feature_imputation="mice", **FAST
+        ).fit(train)
 
 
 def test_a_training_batch_is_gathered_exactly_as_rows_would_be_collated() -> None:
@@ -294,7 +318,9 @@ def test_pretrain_names_a_modality_of_the_cohort(
 ) -> None:
     train, _ = split
     with pytest.raises(InputError, match=r"pretrain: \['imagery'\] not among the cohort's"):
-        MultimodalEstimator(modalities=["ehr"], **{**FAST, "pretrain": names}).fit(train)
+        MultimodalEstimator(preset="none", modalities=["ehr"], **{**FAST, "pretrain": names}).fit(
+            train
+        )
 
 
 # --- images: the size follows the files ---------------------------------------------------
@@ -336,7 +362,7 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
 
 def test_volumes_train_with_the_default_image_size(volumes: Cohort, tmp_path: Path) -> None:
     """A 3-D source needs no image_size: one 3-D grid from the volumes' median shape."""
-    est = MultimodalEstimator(max_epochs=2, batch_size=16)
+    est = MultimodalEstimator(preset="none", max_epochs=2, batch_size=16)
     assert est.image_size == "auto"
     est.fit(volumes)
     assert est.preps_["ct"].input_shape() == (1, 16, 16, 16)
@@ -360,7 +386,7 @@ def test_an_image_size_of_the_wrong_dimensionality_stops_before_training(
         match=r"image_size=\[32, 32\] has 2 values, but modality 'ct' holds 3-D volumes; give "
         r"3 values \(e\.g\. \[32, 64, 64\]\) or 'auto'",
     ):
-        MultimodalEstimator(image_size=(32, 32), max_epochs=1).fit(volumes)
+        MultimodalEstimator(preset="none", image_size=(32, 32), max_epochs=1).fit(volumes)
     with pytest.raises(InputError, match=r"estimator\.image_size=\[8, 8, 8\] has 3 values.*2-D"):
         check_image_sizes(split[0], ["ehr", "imaging"], [8, 8, 8], key="estimator.image_size")
     assert check_image_sizes(volumes, ["ct"], [8, 12, 12]) == {"ct": (8, 12, 12)}

@@ -24,7 +24,12 @@ def test_ensemble_averages_its_members_outputs(
 ) -> None:
     train, test = split
     est = MultimodalEstimator(
-        modalities=["ehr", "omics"], fusion="gated", ensemble=3, **FAST, pca={"omics": 8}
+        preset="none",
+        modalities=["ehr", "omics"],
+        fusion="gated",
+        ensemble=3,
+        **FAST,
+        pca={"omics": 8},
     ).fit(train)
     assert len(est.members_) == 3 and est.members_[0] is est.net_
     batch = prepare(test, est.preps_)
@@ -38,7 +43,7 @@ def test_ensemble_averages_its_members_outputs(
     assert est.transform(test).shape == (test.n, 3 * est.fused_dim)
     # The first member is the single model of the same seed.
     single = MultimodalEstimator(
-        modalities=["ehr", "omics"], fusion="gated", **FAST, pca={"omics": 8}
+        preset="none", modalities=["ehr", "omics"], fusion="gated", **FAST, pca={"omics": 8}
     ).fit(train)
     np.testing.assert_allclose(single.predict_proba(test), 1 / (1 + np.exp(-logits[0])), rtol=1e-5)
     est.save(tmp_path / "ens")
@@ -52,7 +57,12 @@ def test_ensemble_members_share_the_pretrained_image_encoder(
 ) -> None:
     train, test = split
     est = MultimodalEstimator(
-        modalities=["ehr", "imaging"], fusion="concat", image_size=(32, 32), ensemble=2, **FAST
+        preset="none",
+        modalities=["ehr", "imaging"],
+        fusion="concat",
+        image_size=(32, 32),
+        ensemble=2,
+        **FAST,
     ).fit(train)
     assert est.shared_encoders_ == ["imaging"]
     assert est.members_[1].encoders["imaging"] is est.net_.encoders["imaging"]
@@ -64,7 +74,7 @@ def test_ensemble_members_share_the_pretrained_image_encoder(
 
 def test_ensemble_must_be_a_positive_whole_number(split: tuple[Cohort, Cohort]) -> None:
     with pytest.raises(InputError, match=r"ensemble=0; expected a whole number >= 1"):
-        MultimodalEstimator(modalities=["ehr"], ensemble=0, **FAST).fit(split[0])
+        MultimodalEstimator(preset="none", modalities=["ehr"], ensemble=0, **FAST).fit(split[0])
 
 
 def test_pca_keep_passes_features_through_beside_the_components(
@@ -72,7 +82,11 @@ def test_pca_keep_passes_features_through_beside_the_components(
 ) -> None:
     train, test = split
     est = MultimodalEstimator(
-        modalities=["ehr", "omics"], pca={"ehr": 4, "omics": 4}, pca_keep=KEEP, **FAST
+        preset="none",
+        modalities=["ehr", "omics"],
+        pca={"ehr": 4, "omics": 4},
+        pca_keep=KEEP,
+        **FAST,
     ).fit(train)
     prep = est.preps_["ehr"]
     assert prep.input_shape() == (2 + 4,)
@@ -96,16 +110,21 @@ def test_pca_keep_passes_features_through_beside_the_components(
 def test_pca_keep_errors_name_the_unknown_feature(split: tuple[Cohort, Cohort]) -> None:
     train, _ = split
     # A study's models share the list: a model without pca on the EHR ignores it.
-    MultimodalEstimator(modalities=["omics"], pca={"omics": 4}, pca_keep=KEEP, **FAST).fit(train)
+    MultimodalEstimator(
+        preset="none", modalities=["omics"], pca={"omics": 4}, pca_keep=KEEP, **FAST
+    ).fit(train)
     with pytest.raises(InputError, match=r"pca_keep: no modality of the cohort has feature 'age'"):
-        MultimodalEstimator(modalities=["ehr"], pca={"ehr": 4}, pca_keep=["age"], **FAST).fit(train)
+        MultimodalEstimator(
+            preset="none", modalities=["ehr"], pca={"ehr": 4}, pca_keep=["age"], **FAST
+        ).fit(train)
     with pytest.raises(InputError, match=r"pca_keep: modality 'ehr' has no feature 'age'"):
         MultimodalEstimator(
-            modalities=["ehr"], pca={"ehr": 4}, pca_keep={"ehr": ["age"]}, **FAST
+            preset="none", modalities=["ehr"], pca={"ehr": 4}, pca_keep={"ehr": ["age"]}, **FAST
         ).fit(train)
     everything = train.modalities["environment"].feature_names
     with pytest.raises(InputError, match=r"pca_keep: keeps every feature of modality"):
         MultimodalEstimator(
+            preset="none",
             modalities=["environment"],
             pca={"environment": 2},
             pca_keep={"environment": everything},

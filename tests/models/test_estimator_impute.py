@@ -64,7 +64,7 @@ def shared_latent_cohort(n: int, seed: int) -> Cohort:
 @pytest.fixture(scope="module")
 def shared() -> tuple[Cohort, Cohort, MultimodalEstimator]:
     train, test = shared_latent_cohort(400, seed=1), shared_latent_cohort(300, seed=2)
-    return train, test, MultimodalEstimator(fusion="concat", **SHARED).fit(train)
+    return train, test, MultimodalEstimator(preset="none", fusion="concat", **SHARED).fit(train)
 
 
 def _r2(pred: torch.Tensor, true: torch.Tensor) -> float:
@@ -130,6 +130,7 @@ def test_every_fusion_trains_with_imputation(fusion: str, built_cohort: Cohort) 
     cohort = built_cohort.take(np.arange(400))
     train, test = cohort.take(np.arange(300)), cohort.take(np.arange(300, 400))
     est = MultimodalEstimator(
+        preset="none",
         modalities=["ehr", "omics", "environment"],
         fusion=fusion,
         impute=True,
@@ -148,6 +149,7 @@ def test_frozen_image_encoder_and_imputer_round_trip_in_a_fresh_process(
     cohort = built_cohort.take(np.arange(200))
     train, test = cohort.take(np.arange(150)), cohort.take(np.arange(150, 200))
     est = MultimodalEstimator(
+        preset="none",
         modalities=["ehr", "imaging"],
         fusion="gated",
         impute=True,
@@ -171,10 +173,12 @@ def test_parameters_and_their_checks(shared: tuple[Cohort, Cohort, MultimodalEst
     other = clone(est).set_params(impute=False, impute_weight=0.2)
     assert other.get_params()["impute"] is False and other.impute_weight == 0.2
     with pytest.raises(InputError, match=r"impute=True .* set modality_dropout > 0"):
-        MultimodalEstimator(**{**SHARED, "modality_dropout": 0.0}).fit(train)
+        MultimodalEstimator(preset="none", **{**SHARED, "modality_dropout": 0.0}).fit(train)
     with pytest.raises(InputError, match=r"impute_weight=-1; expected a number >= 0"):
-        MultimodalEstimator(**{**SHARED, "impute_weight": -1}).fit(train)
+        MultimodalEstimator(preset="none", **{**SHARED, "impute_weight": -1}).fit(train)
     # one modality: nothing to impute from, so no imputer (a study's singles share the flag)
-    single = MultimodalEstimator(**{**SHARED, "modalities": ["b"], "max_epochs": 1}).fit(train)
+    single = MultimodalEstimator(
+        preset="none", **{**SHARED, "modalities": ["b"], "max_epochs": 1}
+    ).fit(train)
     assert single.net_.imputer is None and single.imputer_config_ is None
     assert np.isfinite(single.predict_proba(test)).all()

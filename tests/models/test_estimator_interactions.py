@@ -25,7 +25,7 @@ def test_the_glm_is_averaged_with_the_networks_and_reloads_exactly(
     train, test = split
     params = {"modalities": ["ehr", "imaging", "omics", "environment"], "fusion": "concat"}
     est = MultimodalEstimator(
-        task=task, ensemble=2, interactions=1, pca={"omics": 8}, **params, **FAST
+        preset="none", task=task, ensemble=2, interactions=1, pca={"omics": 8}, **params, **FAST
     ).fit(train)
     g = est.glm_
     assert g is not None
@@ -47,7 +47,9 @@ def test_the_glm_is_averaged_with_the_networks_and_reloads_exactly(
         expected = est.task_.predict(out)[key]
         np.testing.assert_allclose(est.predict_output(test, part=part)[key], expected, rtol=1e-5)
     # The networks are the same networks as without the GLM.
-    plain = MultimodalEstimator(task=task, ensemble=2, pca={"omics": 8}, **params, **FAST)
+    plain = MultimodalEstimator(
+        preset="none", task=task, ensemble=2, pca={"omics": 8}, **params, **FAST
+    )
     plain.fit(train)
     assert plain.glm_ is None
     with pytest.raises(InputError, match="this model has no GLM"):
@@ -65,6 +67,7 @@ def test_the_glm_learns_the_cohorts_interaction(split: tuple[Cohort, Cohort]) ->
     keeps pair terms, and the hybrid ranks the test patients better than the networks."""
     train, test = split
     est = MultimodalEstimator(
+        preset="none",
         modalities=["ehr", "omics", "environment"],
         fusion="late",
         interactions=1,
@@ -79,9 +82,13 @@ def test_the_glm_learns_the_cohorts_interaction(split: tuple[Cohort, Cohort]) ->
 
 def test_no_glm_without_a_vector_input(split: tuple[Cohort, Cohort]) -> None:
     train, _ = split
-    est = MultimodalEstimator(modalities=["imaging"], interactions=1, **FAST).fit(train)
+    est = MultimodalEstimator(preset="none", modalities=["imaging"], interactions=1, **FAST).fit(
+        train
+    )
     assert est.glm_ is None and est.glm_cv_ == {}
-    single = MultimodalEstimator(modalities=["ehr"], interactions=1, **FAST).fit(train)
+    single = MultimodalEstimator(preset="none", modalities=["ehr"], interactions=1, **FAST).fit(
+        train
+    )
     assert single.glm_ is not None and single.glm_.pairs == []
 
 
@@ -98,7 +105,7 @@ def test_bad_interactions_are_one_line_errors(
 ) -> None:
     train, _ = split
     y = np.arange(train.n) % 3 if params.get("task") == "multiclass" else None
-    est = MultimodalEstimator(modalities=["ehr", "omics"], **FAST, **params)  # type: ignore[arg-type]
+    est = MultimodalEstimator(preset="none", modalities=["ehr", "omics"], **FAST, **params)  # type: ignore[arg-type]
     with pytest.raises(InputError, match=message):
         est.fit(train, y)
 
@@ -109,15 +116,19 @@ def test_the_glm_is_fitted_once_per_fold_with_a_store(
     train, test = split
     store = tmp_path / "store"
     params = {"modalities": ["ehr", "omics", "environment"], "interactions": 1, **FAST}
-    first = MultimodalEstimator(fusion="concat", encoder_store=str(store), **params).fit(train)
+    first = MultimodalEstimator(
+        preset="none", fusion="concat", encoder_store=str(store), **params
+    ).fit(train)
     assert len(list(store.glob("*.safetensors"))) == 1
-    other = MultimodalEstimator(fusion="late", encoder_store=str(store), **params).fit(train)
+    other = MultimodalEstimator(
+        preset="none", fusion="late", encoder_store=str(store), **params
+    ).fit(train)
     assert len(list(store.glob("*.safetensors"))) == 1  # the same GLM, not fitted again
     assert first.glm_ is not None and other.glm_ is not None
     assert other.glm_.get_config() == first.glm_.get_config()
     assert other.glm_cv_ == first.glm_cv_
     # Exactly the GLM a fit without the store gives.
-    alone = MultimodalEstimator(fusion="late", **params).fit(train)
+    alone = MultimodalEstimator(preset="none", fusion="late", **params).fit(train)
     for part in ("glm", "model"):
         np.testing.assert_array_equal(
             other.predict_output(test, part=part)["proba"],

@@ -200,6 +200,12 @@ def resolve(
     if preset not in PRESETS:
         raise InputError(f"preset={preset!r}; expected 'auto' or 'none' (the raw constants)")
     given = {k: params.get(k, AUTO) for k in AUTO_KEYS}
+    screen = given["omics_screen"]
+    if screen not in (AUTO, None) and not isinstance(screen, dict):
+        raise InputError(
+            f"omics_screen={screen!r}; expected modality -> number of genes (e.g. "
+            "{rna: 200}), 'auto' or None"
+        )
     out = Resolved({k: v for k, v in given.items() if v != AUTO})
     todo = [k for k in AUTO_KEYS if given[k] == AUTO]
     if preset == "none":

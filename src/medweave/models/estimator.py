@@ -534,12 +534,7 @@ class MultimodalEstimator(BaseEstimator):
             )
         if not float(self.impute_weight) >= 0:
             raise InputError(f"impute_weight={self.impute_weight!r}; expected a number >= 0")
-        screen = self._s("omics_screen")
-        if screen is not None and not isinstance(screen, dict):
-            raise InputError(
-                f"omics_screen={screen!r}; expected modality -> number of genes (e.g. "
-                "{rna: 200}), 'auto' or None"
-            )
+        screen = self._s("omics_screen")  # checked by resolve
         self.preps_ = fit_preps(
             cohort,
             modalities,
