@@ -163,7 +163,7 @@ def test_survival_study_end_to_end(study_root: Path) -> None:
     follow_up = run_cohort_times(study_root)
     assert res["cohort"]["tau"] == pytest.approx(np.quantile(follow_up, 0.8))
     names = [m["name"] for m in res["models"]]
-    assert names == ["single:ehr", "single:environment", "fusion:late", "coxph"]
+    assert names == ["single:ehr", "single:environment", "fusion:late", "coxph", "stack"]
     for m in res["models"]:
         metrics = m["metrics"]
         assert {"c_harrell", "c_uno", "td_auc", "ibs"} <= set(metrics)
@@ -173,6 +173,11 @@ def test_survival_study_end_to_end(study_root: Path) -> None:
     assert res["stratification"]["risk_groups"]["logrank"]["p_value"] < 0.05
     assert run.report.is_file()
     assert CoxPHBaseline.load(run.out / "models" / "coxph").columns_
+    # the survival stack: fold-stratified Cox weights; its bundle predicts log-risks
+    stack = res["models"][-1]["stack"]
+    assert stack["members"] == names[:-1] and sum(stack["weights"].values()) > 0
+    risk = load_model(run.out / "models" / "stack").predict_risk(Cohort.load(run.out / "cohort"))
+    assert np.all(np.isfinite(risk)) and np.std(risk) > 0
 
 
 def test_survival_study_with_a_discrete_hazard_head(study_root: Path) -> None:
@@ -182,7 +187,7 @@ def test_survival_study_with_a_discrete_hazard_head(study_root: Path) -> None:
         task="survival",
         survival_head="discrete_hazard",
         modalities=["ehr", "environment"],
-        models={"singles": False, "fusions": ["late"]},
+        models={"singles": False, "fusions": ["late"], "baselines": [], "stack": False},
     )
     run = run_study(path, study_root / "run-hazard", quiet=True)
     (model,) = run.results["models"]
@@ -260,7 +265,7 @@ def test_a_study_of_classical_peers_only(study_root: Path) -> None:
     )
     run = run_study(path, study_root / "run-peers", quiet=True)
     validate_results(json.loads((run.out / "results.json").read_text()))
-    assert [m["kind"] for m in run.results["models"]] == ["lightgbm", "elasticnet"]
+    assert [m["kind"] for m in run.results["models"]] == ["lightgbm", "elasticnet", "stack"]
     assert run.results["stratification"] is None
     assert "No stratification is in the results." in run.report.read_text()
 
