@@ -180,6 +180,19 @@ def _scores(doc: dict[str, Any], metric: str) -> dict[str, tuple[str, float, flo
     return out
 
 
+def _changed(knobs: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """The knobs that differ from the default (per modality for shapes and strengths)."""
+    out: dict[str, Any] = {}
+    for key, value in knobs.items():
+        if isinstance(value, dict):
+            diff = {m: v for m, v in value.items() if v != default[key].get(m)}
+            if diff:
+                out[key] = diff
+        elif value != default[key]:
+            out[key] = value
+    return out
+
+
 def _knob_key(sc: SyntheticScenario, patients: int) -> str:
     raw = json.dumps(
         [patients, sc.seed, sc.missing, sc.mechanism, sc.knobs.to_dict()], sort_keys=True
@@ -221,7 +234,7 @@ def run_synthetic(
     metric = METRIC[sc.task]
     models = [ModelScore(n, *v) for n, v in _scores(doc, metric).items()]
     ceiling = ((doc.get("ceiling") or {}).get("observed") or {}).get(metric)
-    knobs = {k: v for k, v in sc.knobs.to_dict().items() if v != _DEFAULT_KNOBS[k]}
+    knobs = _changed(sc.knobs.to_dict(), _DEFAULT_KNOBS)
     what = f"{sc.what}. {patients} patients, seed {sc.seed}, {sc.missing:.0%} {sc.mechanism}"
     return CohortResult(
         name=sc.name,
@@ -489,11 +502,11 @@ def render(
         if synthetic and failed:
             md += [*failed, ""]
         for r in group:
-            md += [f"### {r.name}", "", r.what + ".", ""]
+            md += [f"### {r.name}", "", r.what[:1].upper() + r.what[1:] + ".", ""]
             if not synthetic:
                 md += [f"Source: {r.source}; {r.repeats} repeat(s) of {folds}-fold CV.", ""]
             notes = _notes(r.models) + r.notes
-            md += [f"{note}." for note in notes] + ([""] if notes else [])
+            md += [f"Note: {note}." for note in notes] + ([""] if notes else [])
             cols = "| model | kind | " + METRIC_NAME[r.metric] + " | 95% CI |"
             md += [cols + (" repeats |" if r.repeats > 1 else ""), "|---|---|---|---|"]
             md[-1] += "---|" if r.repeats > 1 else ""
