@@ -461,9 +461,13 @@ def render(
         f"- Command: `{command}` (commit {_commit()})",
         f"- Date: {now}",
         f"- Machine: {machine()}",
-        "- Study: the defaults — `{name, cohort, task, validation: {folds: "
-        f"{folds}, seed}}}}` and nothing else: every single modality, every fusion, every "
-        "classical peer of the task and the stack; `estimator: {}`.",
+        (
+            "- Study: the defaults — `{name, cohort, task, validation: {folds: "
+            f"{folds}, seed}}}}` and nothing else: every single modality, every fusion, every "
+            "classical peer of the task and the stack; `estimator: {}`."
+            if not grid
+            else f"- Study: the defaults and `models: {json.dumps(grid)}` (a reduced grid)."
+        ),
         "- Score: pooled out-of-fold AUROC (binary: death within the horizon) or Harrell's C "
         "(survival), 95% bootstrap interval, from `results.json`. Multimodal: a fusion or the "
         "stack; peers: LightGBM, elastic net (binary), Cox PH, elastic-net Cox (survival). "
