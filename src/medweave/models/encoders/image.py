@@ -222,9 +222,7 @@ class ImageCNNEncoder(Encoder):
             "freeze": self.freeze,
             "augment": self.augment,
             "tta": self.tta,
-            # the default is left out, so that the weights hashes (encoder stores, embedding
-            # caches) of the networks from before the option stay valid
-            **({"pool": self.pool} if self.pool != "avg" else {}),
+            "pool": self.pool,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
