@@ -40,7 +40,7 @@ def test_ensemble_averages_its_members_outputs(
     # ... and the prediction is the sigmoid of their mean logit.
     expected = 1 / (1 + np.exp(-np.mean(logits, axis=0)))
     np.testing.assert_allclose(est.predict_proba(test), expected, rtol=1e-5)
-    assert est.transform(test).shape == (test.n, 3 * est.fused_dim)
+    assert est.transform(test).shape == (test.n, 3 * est.resolved_["fused_dim"])
     # The first member is the single model of the same seed.
     single = MultimodalEstimator(
         preset="none", modalities=["ehr", "omics"], fusion="gated", **FAST, pca={"omics": 8}
