@@ -235,8 +235,11 @@ def fit_glm(
             "" if pair_penalty is None else f",pairs={pair_penalty:g}"
         )
 
-    cv = {label(p, None): cv_loss(p, None) for p in main_penalties}
-    main = min(main_penalties, key=lambda p: cv[label(p, None)])
+    cv: dict[str, float] = {}
+    _path(cv, main_penalties, lambda p: label(p, None), lambda p: cv_loss(p, None))
+    main = min(
+        (p for p in main_penalties if label(p, None) in cv), key=lambda p: cv[label(p, None)]
+    )
     pair: float | None = None
     trouble = []
     if not math.isfinite(cv[label(main, None)]):
@@ -244,8 +247,11 @@ def fit_glm(
         main = max(main_penalties)
         trouble.append("no main-effect penalty gave a finite cross-validated loss")
     elif len(pairs) >= 2:
-        cv.update({label(main, p): cv_loss(main, p) for p in pair_penalties})
-        pair = min((None, *pair_penalties), key=lambda p: cv[label(main, p)])
+        _path(cv, pair_penalties, lambda p: label(main, p), lambda p: cv_loss(main, p))
+        pair = min(
+            (p for p in (None, *pair_penalties) if label(main, p) in cv),
+            key=lambda p: cv[label(main, p)],
+        )
     if failed := [k for k, v in cv.items() if not math.isfinite(v)]:
         log.warning(
             "interactions GLM: %d of %d candidate penalties did not fit with a finite loss "
@@ -255,6 +261,34 @@ def fit_glm(
             ", ".join(failed[:4]) + (", …" if len(failed) > 4 else ""),
         )
     return _final_fit(fit, torch.arange(n), main, pair, max(main_penalties), trouble), cv
+
+
+#: The penalty path stops once this many weaker penalties in a row have a cross-validated
+#: loss above the best so far (the loss is, in practice, unimodal along the path).
+PATH_PATIENCE = 2
+
+
+def _path(
+    cv: dict[str, float],
+    penalties: tuple[float, ...],
+    label: Any,
+    loss: Any,
+) -> None:
+    """Cross-validate ``penalties`` from the strongest to the weakest into ``cv``, stopping
+    after :data:`PATH_PATIENCE` candidates in a row that do not beat the best: the weak end
+    of the path, where fits are slowest and overfit most, is only visited when it pays."""
+    best, worse = math.inf, 0
+    for p in sorted(penalties, reverse=True):
+        value = loss(p)
+        cv[label(p)] = value
+        if value < best:
+            best, worse = value, 0
+        elif value > best + 1e-4 * abs(best):
+            # a real rise; a flat stretch (a strong penalty holding the terms at zero) is
+            # not one
+            worse += 1
+            if worse >= PATH_PATIENCE and math.isfinite(best):
+                break
 
 
 def _final_fit(
