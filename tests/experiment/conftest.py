@@ -15,7 +15,15 @@ FAST_STUDY: dict[str, Any] = {
     "cohort": "cohort/cohort.yaml",
     "task": "binary",
     "models": {"singles": True, "fusions": ["concat", "late"], "baselines": ["lightgbm"]},
-    "estimator": {"max_epochs": 4, "patience": 2, "image_size": [32, 32], "omics_top_genes": 100},
+    # preset none: the plain constants (one network, no GLM) where a test is not about the
+    # settings the auto preset chooses
+    "estimator": {
+        "preset": "none",
+        "max_epochs": 4,
+        "patience": 2,
+        "image_size": [32, 32],
+        "omics_top_genes": 100,
+    },
     "validation": {"folds": 2, "seed": 0},
     "evaluation": {"n_bootstrap": 50},
 }

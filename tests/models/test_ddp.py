@@ -10,6 +10,7 @@ from medweave.models.estimator import MultimodalEstimator
 
 def test_two_process_ddp_on_cpu(built_cohort: Cohort) -> None:
     est = MultimodalEstimator(
+        preset="none",
         task="binary",
         modalities=["ehr", "environment"],
         fusion="gated",

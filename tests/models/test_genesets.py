@@ -93,6 +93,7 @@ def test_gene_set_encoder_learns_a_module_and_its_bundle_stands_alone(
     target = truth["m_prolif"]
     gmt = write_gmt(tmp_path / "modules.gmt", modules)
     est = MultimodalEstimator(
+        preset="none",
         task="regression",
         modalities=["omics"],
         fusion="concat",
@@ -129,7 +130,7 @@ def test_gene_set_errors_are_one_line_and_say_how_to_fix(
 ) -> None:
     train, _ = omics_split
     modules = read_modules(cohort_dir)
-    fast = {"modalities": ["omics"], "max_epochs": 1, "omics_top_genes": 100}
+    fast = {"preset": "none", "modalities": ["omics"], "max_epochs": 1, "omics_top_genes": 100}
     with pytest.raises(InputError, match=r"gene_sets and pca both apply to modality 'omics'"):
         MultimodalEstimator(gene_sets=modules, pca={"omics": 8}, **fast).fit(train)
     with pytest.raises(InputError, match=r"uses encoder 'mlp'; gene sets need 'omics_mlp'"):

@@ -35,6 +35,7 @@ N_PATIENTS = 400
 # Small encoders, many short steps: about 8 s per model on one CPU thread. The GRU's
 # validation loss can stay flat for a few epochs before it falls: patience 10, not 5.
 FAST = {
+    "preset": "none",
     "fusion": "concat",
     "batch_size": 32,
     "lr": 5e-3,

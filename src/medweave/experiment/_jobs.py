@@ -92,13 +92,14 @@ def shared_artifacts(
     its modalities, which every fusion of the same modalities would otherwise fit again."""
     if spec.kind in BASELINE_KINDS:
         return ()
+    from medweave.models._auto import planned_interactions
     from medweave.models.estimator import staged_modalities
 
     staged = staged_modalities(
         {m: kinds[m] for m in spec.modalities}, pretrain=estimator.get("pretrain")
     )
     out = [f"fold {fold}: {m} encoder" for m in staged]
-    if len(spec.modalities) > 1 and estimator.get("interactions"):
+    if len(spec.modalities) > 1 and planned_interactions(estimator):
         out.append(f"fold {fold}: GLM of {'+'.join(spec.modalities)}")
     return tuple(out)
 
