@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,12 +49,37 @@ def test_synth_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "imaging" in out
 
 
+def test_a_bad_scenario_knob_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["synth", "--out", str(tmp_path / "c"), "--scenario", '{"shapes": {"ehr": "steep"}}']
+    code, _, err = run(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "shapes['ehr'] = 'steep': expected one of linear, threshold, u" in err
+
+
+def test_synth_with_a_scenario_and_volumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "c"
+    code, printed, _ = run(
+        ["synth", "--out", str(out), "--patients", "40", "--seed", "2", "--volumes",
+         "--scenario", '{"interaction": false, "n_genes": 60}'],
+        capsys,
+    )  # fmt: skip
+    assert code == 0 and "3-D volumes" in printed
+    signal = json.loads((out / "truth" / "signal.json").read_text())
+    assert "interaction" in json.dumps(signal.get("scenario", signal))
+    assert list((out / "volumes").glob("*.nii")) and "volumes" in (out / "cohort.yaml").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["--patients", "-3"], "--patients"),
         (["--missing", "1.5"], "--missing"),
         (["--mechanism", "sometimes"], "--mechanism"),
+        (["--scenario", "{shapes"], "--scenario"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(

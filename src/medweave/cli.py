@@ -5,6 +5,7 @@ Exit codes: 0 success, 2 bad input (arguments, config, files), 1 unexpected fail
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -69,8 +70,34 @@ def synth(
     fhir: Annotated[
         bool, typer.Option("--fhir", help="Also export the EHR as FHIR R4 NDJSON in DIR/fhir.")
     ] = False,
+    volumes: Annotated[
+        bool,
+        typer.Option("--volumes", help="Imaging as 3-D NIfTI chest volumes (DIR/volumes)."),
+    ] = False,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            "--scenario",
+            help='Generator knobs as JSON, e.g. \'{"shapes": {"ehr": "threshold"}}\'.',
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic multimodal cohort (OMOP, DICOM, h5ad, exposures) with known truth."""
+    knobs = None
+    if scenario is not None:
+        from medweave.synth import Scenario
+
+        try:
+            raw = json.loads(scenario)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"--scenario: not JSON ({exc.msg}); e.g. '{{\"interaction\": false}}'"
+            ) from None
+        if not isinstance(raw, dict):
+            raise InputError(
+                "--scenario: expected a JSON object of knobs, e.g. '{\"n_genes\": 200}'"
+            )
+        knobs = Scenario.from_mapping(raw)
     with console.status(f"Generating {patients} patients..."):
         summary = synthesize(
             out,
@@ -79,12 +106,19 @@ def synth(
             missing=missing,
             mechanism=mechanism,
             overwrite=overwrite,
+            scenario=knobs,
         )
         if fhir:
             export_fhir(out)
+        if volumes:
+            from medweave.synth.volumes import write_volumes
+
+            write_volumes(out, seed=seed)
     print_summary(summary)
     if fhir:
         console.print(f"FHIR R4 export: {out / 'fhir'}")
+    if volumes:
+        console.print(f"3-D volumes (imaging reads them): {out / 'volumes'}")
 
 
 @app.command()
