@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from medweave._atomic import atomic_file
+from medweave._atomic import atomic_dir, atomic_file
 from medweave.errors import InputError
+from medweave.synth.imaging import _linear_upsampler
 
 __all__ = [
     "SLICE_MM",
@@ -71,23 +69,12 @@ def lesion_volume_mm3(area_px: np.ndarray | float) -> np.ndarray:
     return MM3_PER_PX * np.asarray(area_px, dtype=np.float64)
 
 
-def _upsampler(cells: int, size: int) -> np.ndarray:
-    """Matrix that linearly interpolates ``cells`` values onto ``size`` points."""
-    pos = np.linspace(0, cells - 1, size)
-    lo = np.minimum(np.floor(pos).astype(int), cells - 2)
-    frac = pos - lo
-    up = np.zeros((size, cells), dtype=np.float32)
-    up[np.arange(size), lo] = 1 - frac
-    up[np.arange(size), lo + 1] = frac
-    return up
-
-
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], sd: float) -> np.ndarray:
     """Smooth random texture: a coarse grid of normal values, trilinearly upsampled (one
     axis at a time, the cheap order)."""
     cells = (8, 8, 5)
     coarse = rng.normal(0, sd, cells).astype(np.float32)
-    ux, uy, uz = (_upsampler(c, s) for c, s in zip(cells, shape, strict=True))
+    ux, uy, uz = (_linear_upsampler(c, s) for c, s in zip(cells, shape, strict=True))
     a = (ux @ coarse.reshape(cells[0], -1)).reshape(shape[0], cells[1], cells[2])
     b = np.matmul(uy, a)  # (x, y, cz)
     return b @ uz.T
@@ -247,20 +234,6 @@ def lesion_fraction(volume: np.ndarray, *, air_hu: float = -400.0) -> float:
     return float((filled & ~air).sum() / total) if total else 0.0
 
 
-@contextlib.contextmanager
-def _fresh_dir(out: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out`` that replaces it on success (and only then)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-
-
 def _study_dates(cohort_dir: Path, ids: list[str], index: pd.Series) -> list[str]:
     """Per patient the StudyDate of the cohort's 2-D DICOM slice (``imaging/<id>.dcm``),
     else the index date minus three days; ISO 8601."""
@@ -337,7 +310,7 @@ def write_volumes(
     counts = truth["lesion_count"].to_numpy()[rows]
     dates = _study_dates(cohort_dir, ids, index)
     out = cohort_dir / "volumes"
-    with _fresh_dir(out) as tmp:
+    with atomic_dir(out, overwrite=True) as tmp:
         for row, pid, total, count in zip(rows.tolist(), ids, volumes, counts, strict=True):
             rng = np.random.default_rng([seed, 0x3D, row])
             hu, affine = render_volume(
