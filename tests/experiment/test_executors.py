@@ -50,7 +50,12 @@ def test_shared_artifacts_name_the_stage1_encoders_and_the_glm_of_a_fold() -> No
         "fold 0: ehr encoder",
         "fold 0: imaging encoder",
     )
-    assert shared_artifacts(SPECS[2], 0, {"pretrain": False}, KINDS) == ()
+    assert shared_artifacts(SPECS[2], 0, {"pretrain": False, "interactions": None}, KINDS) == ()
+    # the auto preset plans a GLM, so the grid shares it; the plain constants do not
+    assert shared_artifacts(SPECS[2], 0, {"pretrain": False}, KINDS) == (
+        "fold 0: GLM of ehr+imaging+omics",
+    )
+    assert shared_artifacts(SPECS[2], 0, {"pretrain": False, "preset": "none"}, KINDS) == ()
     assert shared_artifacts(SPECS[4], 0, {"interactions": 1}, KINDS) == ()
 
 

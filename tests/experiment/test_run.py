@@ -62,7 +62,8 @@ def test_results_follow_the_schema_and_name_every_model(finished: RunResult) -> 
     assert compared == {"fusion:concat", "lightgbm", "stack"}
     # Neural models carry the settings their estimator chose, with the reasons.
     concat = next(m for m in on_disk["models"] if m["name"] == "fusion:concat")
-    assert concat["settings"]["ensemble"]["reason"] and "settings" not in on_disk["models"][4]
+    assert concat["settings"]["events_per_1k_parameters"]["reason"]
+    assert "settings" not in on_disk["models"][4]  # LightGBM chooses nothing
     # The stack: non-negative weights over every other model, one set per fold.
     stack = on_disk["models"][-1]["stack"]
     assert stack["members"] == names[:-1] and stack["bundle"] is True
@@ -245,7 +246,7 @@ def test_log_scaled_expression_trains_instead_of_ending_the_run(study_root: Path
         cohort="cohort/cohort-log2.yaml",
         modalities=["omics"],
         models={"singles": True, "fusions": [], "baselines": []},
-        estimator={"max_epochs": 2, "patience": 1, "omics_top_genes": 50},
+        estimator={"preset": "none", "max_epochs": 2, "patience": 1, "omics_top_genes": 50},
         workers=1,
     )
     run = run_study(path, study_root / "run-log2", quiet=True)
