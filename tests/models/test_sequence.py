@@ -129,7 +129,7 @@ def test_with_features_staged_and_with_missing_sequences(split: tuple[Cohort, Co
     proba = est.predict_proba(test)
     assert proba.shape == (test.n,) and np.isfinite(proba).all()
     assert not est.net_.encoders["ehr_seq"].gru.weight_hh_l0.requires_grad
-    assert est.transform(test).shape == (test.n, est.fused_dim)
+    assert est.transform(test).shape == (test.n, est.resolved_["fused_dim"])
 
 
 # --- bundles ------------------------------------------------------------------------------
