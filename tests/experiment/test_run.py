@@ -218,7 +218,7 @@ def test_study_with_an_event_sequence_modality(study_root: Path) -> None:
     run = run_study(path, study_root / "run-seq", quiet=True)
     validate_results(json.loads((run.out / "results.json").read_text()))
     names = [m["name"] for m in run.results["models"]]
-    assert names == ["single:ehr_seq", "single:environment", "fusion:late"]
+    assert names == ["single:ehr_seq", "single:environment", "fusion:late", "stack"]
     assert run.report.is_file()
     est = MultimodalEstimator.load(run.out / "models" / "fusion_late")
     assert est.encoder_configs_["ehr_seq"]["name"] == "gru"
