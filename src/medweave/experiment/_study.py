@@ -15,7 +15,8 @@ YAML keys are constructor arguments; errors name the file and the key::
                                  # lightgbm (boosting the Cox partial likelihood)
                                  # (default: every peer of the task)
       stack: true                # a super learner of every model's out-of-fold predictions
-    estimator: {max_epochs: 80}  # MultimodalEstimator arguments shared by every model,
+    estimator: {}                # MultimodalEstimator arguments shared by every model; left
+                                 # out, a setting is chosen from the cohort (auto preset);
                                  # e.g. impute: true, gene_sets: h.all.gmt (beside this file)
     validation: {folds: 5, seed: 0}          # or {split_column: site}
     evaluation: {n_bootstrap: 1000, subgroups: [sex, age_band]}
