@@ -67,6 +67,16 @@ def test_best_models_and_verdicts(bench: ModuleType) -> None:
     assert r.difference() == pytest.approx(0.01)
     assert r.gap() == pytest.approx(-0.04)
     assert bench.verdict_level(r) == "met"
+    # a difference that rounds to 0.000 at the reported precision is a tie: level
+    tie = _result(
+        bench, "tie", [("fusion:gated", "fusion", 0.9952), ("lightgbm", "lightgbm", 0.9955)]
+    )
+    assert bench.verdict_level(tie) == "met"
+    ahead = _result(bench, "ahead", [("fusion:late", "fusion", 0.80), ("coxph", "coxph", 0.79)])
+    lines = bench.target_summary([tie, ahead])
+    assert "behind" not in lines[1]
+    # without a synthetic scenario the ceiling part of the target is said to be unmeasured
+    assert lines[0].endswith("the ceiling part is not measured (no synthetic scenario ran).")
     assert bench.verdict_ceiling(r) == "not met, by 0.010"
 
 
