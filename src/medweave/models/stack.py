@@ -205,13 +205,19 @@ class StackedModel:
         self.members = members
         self.intercept = intercept
         self.penalty = penalty
+        self._loaded: dict[str, Any] = {}  # member bundles, opened once per stack
+
+    def _member(self, path: str) -> Any:
+        if path not in self._loaded:
+            self._loaded[path] = load_model(path)
+        return self._loaded[path]
 
     def _decision(self, cohort: Any) -> np.ndarray:
         total = np.full(cohort.n, self.intercept, dtype=np.float64)
         for m in self.members:
             if m["weight"] <= 0:
                 continue
-            model = load_model(m["path"])
+            model = self._member(m["path"])
             if self.task == "binary":
                 proba = np.asarray(model.predict_proba(cohort), dtype=np.float64)
                 pred = proba[:, -1] if proba.ndim == 2 else proba
